@@ -1,0 +1,52 @@
+"""Command line: ``jaxlmm fit DATA FORMULA [--ml]`` prints lme4's summary of the fit."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from . import datasets
+from .errors import JaxlmmError
+from .fit import lmer
+
+
+def _read_data(source: str) -> tuple[pd.DataFrame, str]:
+    """A bundled data set by name, or a CSV / Parquet file by path."""
+    path = Path(source)
+    if path.suffix.lower() in {".csv", ".gz", ".parquet", ".pq"} or path.exists():
+        if not path.exists():
+            raise JaxlmmError(f"data file {source!r} does not exist")
+        if path.suffix.lower() in {".parquet", ".pq"}:
+            return pd.read_parquet(path), path.name
+        return pd.read_csv(path), path.name
+    try:
+        return datasets.load(source), source
+    except KeyError:
+        raise JaxlmmError(
+            f"{source!r} is neither a file nor a bundled data set ({', '.join(datasets.names())})"
+        ) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jaxlmm", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    fit = commands.add_parser("fit", help="fit a linear mixed model and print its summary")
+    fit.add_argument("data", help="bundled data set name or path to a CSV or Parquet file")
+    fit.add_argument("formula", help='lme4 formula, e.g. "Reaction ~ Days + (Days | Subject)"')
+    fit.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
+    args = parser.parse_args(argv)
+    try:
+        data, name = _read_data(args.data)
+        model = lmer(args.formula, data, reml=not args.ml, data_name=name)
+    except (JaxlmmError, OSError, ImportError) as err:
+        print(f"jaxlmm: error: {err}", file=sys.stderr)
+        return 2
+    print(model.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

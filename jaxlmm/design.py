@@ -1,0 +1,241 @@
+"""Formula + DataFrame -> Design: the model matrices, checked. Every data check lives here."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from formulaic import Formula, model_matrix
+
+from .errors import DataError, FormulaError, RankDeficiencyWarning
+from .formula import MixedFormula, RandomTerm, parse_formula
+
+_RANK_TOL = 1e-7
+
+
+@dataclass(frozen=True)
+class ReTerm:
+    """One random-effects term: ``Z`` columns per observation and the level of each row."""
+
+    group: str  # lme4's name of the grouping factor, e.g. "Subject" or "cask:batch"
+    names: tuple[str, ...]  # names of the s columns, e.g. ("(Intercept)", "Days")
+    levels: tuple[str, ...]  # level labels, in factor order
+    codes: np.ndarray  # (n,) int: level index of each observation
+    z: np.ndarray  # (n, s) float64: the term's model-matrix columns
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.levels)
+
+    @property
+    def n_columns(self) -> int:
+        return self.z.shape[1]
+
+
+@dataclass(frozen=True)
+class Design:
+    """Everything the numerics need, with random terms in lme4's order (most levels first)."""
+
+    formula: MixedFormula
+    y: np.ndarray  # (n,)
+    x: np.ndarray  # (n, p)
+    fixed_names: tuple[str, ...]
+    weights: np.ndarray  # (n,) prior weights
+    terms: tuple[ReTerm, ...]
+    rows: pd.Index  # labels of the data rows used (after dropping missing values)
+    dropped_fixed: tuple[str, ...]  # aliased fixed-effect columns removed
+
+    @property
+    def nobs(self) -> int:
+        return len(self.y)
+
+    @property
+    def ngroups(self) -> dict[str, int]:
+        """Number of levels per grouping factor (lme4's ``ngrps``), each factor once."""
+        return {t.group: t.n_levels for t in self.terms}
+
+
+def r_name(name: str) -> str:
+    """R's spelling of formulaic names: ``Intercept`` -> ``(Intercept)``, ``f[T.b]`` -> ``fb``."""
+    if name == "Intercept":
+        return "(Intercept)"
+    return re.sub(r"\[(?:T\.)?([^\]]*)\]", r"\1", name)
+
+
+def _variables(expr: str, where: str) -> set[str]:
+    try:
+        return set(Formula(expr).required_variables)
+    except Exception as err:  # formulaic raises several exception types on bad syntax
+        raise FormulaError(f"cannot parse {expr!r} in the {where}: {err}") from None
+
+
+def _factor_codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Codes and level labels of a grouping column, treated as a factor with R's level order."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        column = column.cat.remove_unused_categories()
+        return column.cat.codes.to_numpy(), [str(c) for c in column.cat.categories]
+    values = column.to_numpy()
+    if values.dtype.kind in "biuf":
+        uniques, codes = np.unique(values, return_inverse=True)
+        return codes, [str(u) for u in uniques]
+    labels = column.astype(str).to_numpy()
+    uniques, codes = np.unique(labels, return_inverse=True)
+    return codes, list(uniques)
+
+
+def _grouping(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Codes and levels of a grouping factor; ``a:b`` groups by the observed combinations."""
+    parts = [_factor_codes(data[f]) for f in factors]
+    if len(parts) == 1:
+        codes, labels = parts[0]
+        return codes.astype(np.int64), tuple(labels)
+    stacked = np.stack([c for c, _ in parts], axis=1)
+    combos, codes = np.unique(stacked, axis=0, return_inverse=True)
+    labels = tuple(":".join(parts[k][1][c] for k, c in enumerate(row)) for row in combos)
+    return codes.reshape(-1).astype(np.int64), labels
+
+
+def _matrix(expr: str, data: pd.DataFrame, where: str) -> tuple[np.ndarray, list[str]]:
+    try:
+        mm = model_matrix(expr, data, na_action="raise")
+    except Exception as err:
+        raise DataError(f"cannot build the {where} from {expr!r}: {err}") from None
+    values = np.asarray(mm, dtype=np.float64)
+    names = [r_name(c) for c in mm.columns]
+    for j, name in enumerate(names):
+        if not np.all(np.isfinite(values[:, j])):
+            raise DataError(f"column {name!r} of the {where} has infinite or undefined values")
+    return values, names
+
+
+def _response(expr: str, data: pd.DataFrame) -> np.ndarray:
+    if expr in data.columns:
+        column = data[expr]
+        if column.dtype.kind not in "biuf":
+            raise DataError(f"response {expr!r} must be numeric, got dtype {column.dtype}")
+        y = column.to_numpy(dtype=np.float64)
+    else:
+        values, names = _matrix(f"0 + {expr}", data, "response")
+        if values.shape[1] != 1:
+            raise DataError(f"response {expr!r} must be numeric (it expands to {names})")
+        y = values[:, 0]
+    if not np.all(np.isfinite(y)):
+        raise DataError(f"response {expr!r} has infinite or undefined values")
+    return y
+
+
+def _independent_columns(x: np.ndarray) -> list[int]:
+    """Indices of columns kept by a pivot-free Gram-Schmidt pass (later aliased columns drop)."""
+    kept, basis = [], np.zeros((x.shape[0], 0))
+    for j in range(x.shape[1]):
+        col = x[:, j]
+        norm = np.linalg.norm(col)
+        resid = col - basis @ (basis.T @ col)
+        resid = resid - basis @ (basis.T @ resid)
+        rnorm = np.linalg.norm(resid)
+        if norm > 0 and rnorm > _RANK_TOL * norm:
+            kept.append(j)
+            basis = np.column_stack([basis, resid / rnorm])
+    return kept
+
+
+def _weights(weights, data: pd.DataFrame) -> tuple[np.ndarray | None, str | None]:
+    if weights is None:
+        return None, None
+    if isinstance(weights, str):
+        if weights not in data.columns:
+            raise DataError(f"weights column {weights!r} is not in the data")
+        return data[weights].to_numpy(dtype=np.float64), weights
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    if len(w) != len(data):
+        raise DataError(f"weights has length {len(w)} but the data has {len(data)} rows")
+    return w, None
+
+
+def build_design(formula: str | MixedFormula, data: pd.DataFrame, weights=None) -> Design:
+    """Check ``data`` against ``formula`` and build the model matrices (lme4's ``lFormula``)."""
+    parsed = parse_formula(formula) if isinstance(formula, str) else formula
+    if not isinstance(data, pd.DataFrame):
+        try:
+            data = pd.DataFrame(data)
+        except Exception:
+            raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}") from None
+    w_all, w_column = _weights(weights, data)
+
+    needed = _variables(f"{parsed.response} ~ {parsed.fixed}", "fixed part")
+    for term in parsed.random:
+        needed |= _variables(term.expr, f"term ({term.expr} | {term.group})") | set(term.factors)
+    missing = sorted(v for v in needed if v not in data.columns)
+    if missing:
+        raise DataError(f"column(s) {missing} named in the formula are not in the data")
+    used = [c for c in data.columns if c in needed]
+
+    keep = ~data[used].isna().any(axis=1).to_numpy()
+    if w_all is not None:
+        keep &= ~np.isnan(w_all)
+    if not keep.any():
+        raise DataError("no rows left after dropping rows with missing values")
+    frame = data.loc[keep, used]
+    for c in frame.columns:
+        if isinstance(frame[c].dtype, pd.CategoricalDtype):
+            frame[c] = frame[c].cat.remove_unused_categories()
+    n = len(frame)
+
+    w = np.ones(n) if w_all is None else w_all[keep]
+    label = repr(w_column) if w_column else "weights"
+    if not np.all(np.isfinite(w)):
+        raise DataError(f"{label} has infinite values")
+    if np.any(w < 0):
+        raise DataError(f"{label} has negative values")
+    if np.any(w == 0):
+        raise DataError(f"{label} has zeros; drop those rows instead")
+
+    y = _response(parsed.response, frame)
+    x_all, x_names = _matrix(parsed.fixed, frame, "fixed-effects model matrix")
+    kept = _independent_columns(x_all)
+    dropped = tuple(x_names[j] for j in range(len(x_names)) if j not in kept)
+    if dropped:
+        warnings.warn(
+            f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
+            f"column(s): {list(dropped)}",
+            RankDeficiencyWarning,
+            stacklevel=3,
+        )
+
+    terms = [_re_term(term, frame) for term in parsed.random]
+    terms.sort(key=lambda t: -t.n_levels)  # stable, as lme4 orders its terms
+    return Design(
+        formula=parsed,
+        y=y,
+        x=x_all[:, kept],
+        fixed_names=tuple(x_names[j] for j in kept),
+        weights=w,
+        terms=tuple(terms),
+        rows=frame.index,
+        dropped_fixed=dropped,
+    )
+
+
+def _re_term(term: RandomTerm, frame: pd.DataFrame) -> ReTerm:
+    where = f"random-effects term ({term.expr} | {term.group})"
+    z, names = _matrix(term.expr, frame, where)
+    if z.shape[1] == 0:
+        raise FormulaError(f"{where} has no columns")
+    codes, levels = _grouping(frame, term.factors)
+    n, nlev = len(frame), len(levels)
+    if nlev < 2:
+        raise DataError(f"grouping factor {term.group!r} has {nlev} level(s); it needs at least 2")
+    if nlev >= n:
+        raise DataError(
+            f"grouping factor {term.group!r} has {nlev} levels for {n} observations; "
+            "it must have fewer levels than observations"
+        )
+    if nlev * z.shape[1] >= n:
+        raise DataError(
+            f"{where} has {nlev * z.shape[1]} random effects for {n} observations; "
+            "the random effects and the residual variance are not identifiable"
+        )
+    return ReTerm(group=term.group, names=tuple(names), levels=levels, codes=codes, z=z)

@@ -1,0 +1,242 @@
+"""``lmer()``: formula -> design -> cross-products -> optimiser -> fitted model."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from functools import cached_property, partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from . import parameters
+from .crossprod import Blocks, cross_products
+from .design import Design, build_design
+from .deviance import objective
+from .errors import ConvergenceWarning
+from .optimize import CONVERGED, STATUS_MESSAGES, OptResult, minimize
+from .solution import Solution, conditional_covariances, solve
+
+SINGULAR_TOL = 1e-4  # lme4's isSingular tolerance on the diagonal of T
+
+
+@partial(jax.jit, static_argnames="reml")
+def fit_blocks(blocks: Blocks, reml: bool = True) -> tuple[OptResult, Solution]:
+    """Optimise theta for one model's blocks and solve for the estimates (pure; vmappable)."""
+    theta0 = jnp.asarray(parameters.initial_theta(blocks.sizes))
+    diagonal = parameters.diagonal_mask(blocks.sizes)
+    result = minimize(lambda th: objective(th, blocks, reml), theta0, diagonal)
+    theta = parameters.canonical_theta(result.theta, blocks.sizes)
+    return result._replace(theta=theta), solve(theta, blocks)
+
+
+_conditional_covariances = jax.jit(conditional_covariances)
+
+
+def devfun(formula: str, data: pd.DataFrame, reml: bool = True, weights=None):
+    """The model's profiled criterion as a pure JAX function of theta (lme4's ``devFunOnly``).
+
+    The returned function is jit-compiled and differentiable: ``jax.grad(devfun(...))(theta)``.
+    """
+    blocks = cross_products(build_design(formula, data, weights))
+    return jax.jit(lambda theta: objective(jnp.asarray(theta, jnp.float64), blocks, reml))
+
+
+def lmer(
+    formula: str,
+    data: pd.DataFrame,
+    reml: bool = True,
+    weights=None,
+    data_name: str | None = None,
+) -> LinearMixedModelFit:
+    """Fit a linear mixed model with lme4's formula syntax, by REML (default) or ML.
+
+    ``weights`` are prior weights (an array or a column name): residual variance sigma^2 / w.
+    """
+    design = build_design(formula, data, weights)
+    blocks = cross_products(design)
+    result, solution = fit_blocks(blocks, reml=bool(reml))
+    result, solution = jax.device_get((result, solution))
+    fit = LinearMixedModelFit(
+        design=design,
+        blocks=blocks,
+        reml=bool(reml),
+        opt=result,
+        solution=solution,
+        data_name=data_name,
+    )
+    if not fit.converged:
+        warnings.warn(
+            f"model may not have converged: {STATUS_MESSAGES[int(result.status)]}",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    return fit
+
+
+@dataclass(frozen=True, eq=False)
+class LinearMixedModelFit:
+    """A fitted linear mixed model (immutable). Numbers follow lme4's definitions."""
+
+    design: Design
+    blocks: Blocks
+    reml: bool
+    opt: OptResult
+    solution: Solution
+    data_name: str | None = None
+
+    # --- criterion and likelihood -------------------------------------------------------
+    @property
+    def objective(self) -> float:
+        """REML criterion (``REMLcrit``) for REML fits, deviance for ML fits."""
+        return float(self.opt.value)
+
+    @property
+    def theta(self) -> np.ndarray:
+        return np.array(self.opt.theta)
+
+    @property
+    def nobs(self) -> int:
+        return self.design.nobs
+
+    @property
+    def ngroups(self) -> dict[str, int]:
+        return self.design.ngroups
+
+    @property
+    def n_parameters(self) -> int:
+        """Fixed effects + theta + sigma (the df of logLik)."""
+        return len(self.design.fixed_names) + len(self.theta) + 1
+
+    @property
+    def loglik(self) -> float:
+        """Log-likelihood (the REML log-likelihood for REML fits, as lme4's ``logLik``)."""
+        return -0.5 * self.objective
+
+    @property
+    def aic(self) -> float:
+        return -2 * self.loglik + 2 * self.n_parameters
+
+    @property
+    def bic(self) -> float:
+        return -2 * self.loglik + np.log(self.nobs) * self.n_parameters
+
+    @property
+    def df_residual(self) -> int:
+        return self.nobs - self.n_parameters
+
+    # --- estimates -----------------------------------------------------------------------
+    @property
+    def sigma(self) -> float:
+        dof = self.nobs - (len(self.design.fixed_names) if self.reml else 0)
+        return float(np.sqrt(self.solution.pwrss / dof))
+
+    @property
+    def fixef(self) -> pd.Series:
+        return pd.Series(np.array(self.solution.beta), index=list(self.design.fixed_names))
+
+    @property
+    def vcov(self) -> pd.DataFrame:
+        names = list(self.design.fixed_names)
+        v = self.sigma**2 * np.array(self.solution.vcov_unscaled)
+        return pd.DataFrame(v, index=names, columns=names)
+
+    @property
+    def std_errors(self) -> pd.Series:
+        return pd.Series(np.sqrt(np.diag(self.vcov)), index=self.vcov.index)
+
+    @property
+    def singular(self) -> bool:
+        """True when a diagonal element of some T is (near) zero (lme4's ``isSingular``)."""
+        diagonal = parameters.diagonal_mask(self.blocks.sizes)
+        return bool(np.any(self.theta[diagonal] < SINGULAR_TOL))
+
+    @property
+    def converged(self) -> bool:
+        return int(self.opt.status) == CONVERGED
+
+    @property
+    def status(self) -> str:
+        return STATUS_MESSAGES[int(self.opt.status)]
+
+    def _term_effects(self) -> list[np.ndarray]:
+        """Conditional modes per term, each (levels, columns)."""
+        effects = [np.array(self.solution.b1)]
+        flat, start = np.array(self.solution.b_rest), 0
+        for term in self.design.terms[1:]:
+            size = term.n_levels * term.n_columns
+            effects.append(flat[start : start + size].reshape(term.n_levels, term.n_columns))
+            start += size
+        return effects
+
+    @cached_property
+    def fitted(self) -> pd.Series:
+        values = self.design.x @ np.array(self.solution.beta)
+        for term, b in zip(self.design.terms, self._term_effects(), strict=True):
+            values = values + np.sum(term.z * b[term.codes], axis=1)
+        return pd.Series(values, index=self.design.rows)
+
+    @property
+    def residuals(self) -> pd.Series:
+        return pd.Series(self.design.y, index=self.design.rows) - self.fitted
+
+    # --- variance components -------------------------------------------------------------
+    def _term_group_names(self) -> list[str]:
+        """lme4's group labels in VarCorr: a factor's second term is ``g.1`` and so on."""
+        seen: dict[str, int] = {}
+        names = []
+        for term in self.design.terms:
+            k = seen.get(term.group, 0)
+            names.append(term.group if k == 0 else f"{term.group}.{k}")
+            seen[term.group] = k + 1
+        return names
+
+    @cached_property
+    def varcorr(self) -> pd.DataFrame:
+        """Variance components in the layout of lme4's ``as.data.frame(VarCorr(m))``."""
+        rows = []
+        covs = parameters.covariances(self.theta, self.blocks.sizes, self.sigma)
+        for term, group, cov in zip(self.design.terms, self._term_group_names(), covs, strict=True):
+            sd = np.sqrt(np.diag(cov))
+            for a, name in enumerate(term.names):
+                rows.append((group, name, None, cov[a, a], sd[a]))
+            for a in range(len(term.names)):
+                for b in range(a + 1, len(term.names)):
+                    denom = sd[a] * sd[b]
+                    corr = cov[b, a] / denom if denom > 0 else np.nan
+                    rows.append((group, term.names[a], term.names[b], cov[b, a], corr))
+        rows.append(("Residual", None, None, self.sigma**2, self.sigma))
+        return pd.DataFrame(rows, columns=["group", "var1", "var2", "vcov", "sdcor"])
+
+    def ranef(self, condvar: bool = False) -> dict[str, pd.DataFrame]:
+        """Conditional modes per grouping factor (lme4's ``ranef``): levels x effect columns.
+
+        With ``condvar=True`` each effect gets a ``condsd_<name>`` column: the conditional
+        standard deviation, sigma times the square root of the diagonal of lme4's ``postVar``.
+        """
+        effects = self._term_effects()
+        sds = None
+        if condvar:
+            covs = jax.device_get(_conditional_covariances(jnp.asarray(self.theta), self.blocks))
+            sds = [self.sigma * np.sqrt(np.diagonal(c, axis1=1, axis2=2)) for c in covs]
+        frames: dict[str, pd.DataFrame] = {}
+        for k, (term, b) in enumerate(zip(self.design.terms, effects, strict=True)):
+            columns = {name: b[:, a] for a, name in enumerate(term.names)}
+            if sds is not None:
+                columns |= {f"condsd_{name}": sds[k][:, a] for a, name in enumerate(term.names)}
+            frame = pd.DataFrame(columns, index=pd.Index(term.levels, name=term.group))
+            if term.group in frames:
+                frame = frames[term.group].join(frame, how="outer")
+            frames[term.group] = frame
+        return frames
+
+    def summary(self) -> str:
+        """A text summary laid out as lme4's ``summary(m)``."""
+        from .printing import format_summary
+
+        return format_summary(self)
+
+    def __repr__(self) -> str:
+        return self.summary()

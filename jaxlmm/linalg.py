@@ -1,0 +1,83 @@
+"""Small dense factorisations over a batch axis, unrolled into elementwise arithmetic.
+
+A term with ``s`` columns per level gives one ``s x s`` block per level. Batched LAPACK calls
+on such tiny matrices are slow (per-matrix overhead), so the loops over the ``s`` rows and
+columns are unrolled in Python and every operation acts on the whole batch at once.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.linalg import solve_triangular
+
+
+def batched_cholesky(m):
+    """Lower Cholesky factors of ``m`` with shape (..., s, s); non-PD blocks give NaN."""
+    s = m.shape[-1]
+    low = [[None] * s for _ in range(s)]
+    for j in range(s):
+        d = m[..., j, j] - sum(low[j][k] ** 2 for k in range(j))
+        low[j][j] = jnp.sqrt(d)
+        for i in range(j + 1, s):
+            low[i][j] = (m[..., i, j] - sum(low[i][k] * low[j][k] for k in range(j))) / low[j][j]
+    zero = jnp.zeros_like(m[..., 0, 0])
+    return jnp.stack(
+        [jnp.stack([low[i][j] if j <= i else zero for j in range(s)], -1) for i in range(s)], -2
+    )
+
+
+def batched_lower_solve(low, b):
+    """Solve ``low @ x = b`` for lower-triangular ``low`` (..., s, s) and ``b`` (..., s, k)."""
+    s = low.shape[-1]
+    rows = []
+    for i in range(s):
+        acc = b[..., i, :] - sum(low[..., i, k, None] * rows[k] for k in range(i))
+        rows.append(acc / low[..., i, i, None])
+    return jnp.stack(rows, -2)
+
+
+def batched_upper_solve(low, b):
+    """Solve ``low.T @ x = b`` for lower-triangular ``low`` (..., s, s) and ``b`` (..., s, k)."""
+    s = low.shape[-1]
+    rows = [None] * s
+    for i in reversed(range(s)):
+        acc = b[..., i, :] - sum(low[..., k, i, None] * rows[k] for k in range(i + 1, s))
+        rows[i] = acc / low[..., i, i, None]
+    return jnp.stack(rows, -2)
+
+
+@jax.custom_jvp
+def spd_inverse(a):
+    """Inverse of a symmetric positive-definite matrix (NaN where ``a`` is not PD)."""
+    inv_low = solve_triangular(jnp.linalg.cholesky(a), jnp.eye(a.shape[-1]), lower=True)
+    return inv_low.T @ inv_low
+
+
+@spd_inverse.defjvp
+def _spd_inverse_jvp(primals, tangents):
+    (a,), (da,) = primals, tangents
+    inv = spd_inverse(a)
+    return inv, -inv @ da @ inv
+
+
+@jax.custom_jvp
+def logdet_and_schur(a, b, c):
+    """For a symmetric PD matrix [[a, b], [b', c]]: log det(a) and the Schur complement
+    c - b' a^{-1} b, with a derivative rule that costs a few matrix products instead of
+    differentiating through the Cholesky factorisation of the (large) block ``a``."""
+    low = jnp.linalg.cholesky(a)
+    half = solve_triangular(low, b, lower=True)
+    return 2 * jnp.sum(jnp.log(jnp.diag(low))), c - half.T @ half
+
+
+@logdet_and_schur.defjvp
+def _logdet_and_schur_jvp(primals, tangents):
+    a, b, c = primals
+    da, db, dc = tangents
+    logdet, schur = logdet_and_schur(a, b, c)
+    a_inv = spd_inverse(a)
+    x = a_inv @ b
+    d_logdet = jnp.sum(a_inv * da)
+    d_schur = dc - db.T @ x - x.T @ db + x.T @ (da @ x)
+    return (logdet, schur), (d_logdet, d_schur)

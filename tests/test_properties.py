@@ -1,0 +1,143 @@
+"""Property tests on small random designs: the criterion against a naive dense likelihood,
+invariances, and autodiff against finite differences.
+
+The layouts are fixed (so compiled code is reused); hypothesis draws the data and theta.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import jaxlmm
+from jaxlmm import parameters
+from jaxlmm.crossprod import cross_products
+from jaxlmm.design import build_design
+from jaxlmm.deviance import objective
+
+FORMULA = "y ~ x + (x | g) + (1 | h)"
+N = 48
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def make_data(seed: int, weighted: bool = False) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    g = np.arange(N) % 6  # 6 levels, crossed with h
+    h = (np.arange(N) // 2) % 4
+    x = rng.normal(size=N)
+    y = 1 + 0.5 * x + rng.normal(size=6)[g] + 0.7 * rng.normal(size=4)[h] + rng.normal(size=N)
+    data = pd.DataFrame({"y": y, "x": x, "g": [f"g{k}" for k in g], "h": h})
+    if weighted:
+        data["w"] = rng.uniform(0.5, 2.0, size=N)
+    return data
+
+
+def naive_criterion(design, theta, reml):
+    """-2 log-likelihood (profiled over beta and sigma) from V = Z Lambda Lambda' Z' + W^{-1}."""
+    sizes = tuple(t.n_columns for t in design.terms)
+    blocks_z, blocks_lambda = [], []
+    for term, t in zip(design.terms, parameters.factors(np.asarray(theta), sizes), strict=True):
+        z = np.zeros((design.nobs, term.n_levels * term.n_columns))
+        for a in range(term.n_columns):
+            z[np.arange(design.nobs), term.codes * term.n_columns + a] = term.z[:, a]
+        blocks_z.append(z)
+        blocks_lambda.append(np.kron(np.eye(term.n_levels), np.asarray(t)))
+    z = np.hstack(blocks_z)
+    lam = np.zeros((z.shape[1], z.shape[1]))
+    start = 0
+    for block in blocks_lambda:
+        lam[start : start + len(block), start : start + len(block)] = block
+        start += len(block)
+    v = z @ lam @ lam.T @ z.T + np.diag(1.0 / design.weights)
+    x, y, n, p = design.x, design.y, design.nobs, design.x.shape[1]
+    v_inv = np.linalg.inv(v)
+    beta = np.linalg.solve(x.T @ v_inv @ x, x.T @ v_inv @ y)
+    r = y - x @ beta
+    quad = r @ v_inv @ r
+    logdet_v = np.linalg.slogdet(v)[1]
+    if not reml:
+        return logdet_v + n * (1 + np.log(2 * np.pi * quad / n))
+    logdet_xvx = np.linalg.slogdet(x.T @ v_inv @ x)[1]
+    return logdet_v + logdet_xvx + (n - p) * (1 + np.log(2 * np.pi * quad / (n - p)))
+
+
+thetas = st.lists(st.floats(-2.0, 2.0), min_size=4, max_size=4).map(np.array)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**31), theta=thetas, reml=st.booleans(), weighted=st.booleans())
+def test_criterion_equals_dense_marginal_likelihood(seed, theta, reml, weighted):
+    data = make_data(seed, weighted)
+    design = build_design(FORMULA, data, weights="w" if weighted else None)
+    ours = float(objective(theta, cross_products(design), reml))
+    assert ours == pytest.approx(naive_criterion(design, theta, reml), rel=1e-9, abs=1e-8)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**31), theta=thetas, flips=st.lists(st.booleans(), min_size=3))
+def test_criterion_invariant_to_sign_flips_of_lambda_columns(seed, theta, flips):
+    blocks = cross_products(build_design(FORMULA, make_data(seed)))
+    flipped = theta.copy()
+    if flips[0]:  # first column of the (x | g) factor: entries 0 and 1
+        flipped[[0, 1]] *= -1
+    if flips[1]:  # second column: entry 2
+        flipped[2] *= -1
+    if flips[2]:  # the (1 | h) term
+        flipped[3] *= -1
+    assert float(objective(flipped, blocks)) == pytest.approx(
+        float(objective(theta, blocks)), rel=1e-12
+    )
+
+
+@pytest.fixture(scope="module")
+def base_fit():
+    return jaxlmm.lmer(FORMULA, make_data(7)), make_data(7)
+
+
+@settings(max_examples=5, deadline=None)
+@given(seed=st.integers(0, 2**31))
+def test_fit_invariant_to_row_order(base_fit, seed):
+    fit, data = base_fit
+    shuffled = data.sample(frac=1.0, random_state=seed % 2**32)
+    other = jaxlmm.lmer(FORMULA, shuffled)
+    assert other.objective == pytest.approx(fit.objective, abs=1e-8)
+    np.testing.assert_allclose(other.theta, fit.theta, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(other.fixef, fit.fixef, rtol=1e-6)
+    np.testing.assert_allclose(other.fitted.loc[data.index], fit.fitted, rtol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e6, 1e-6])
+def test_theta_invariant_to_response_scale(base_fit, scale):
+    fit, data = base_fit
+    scaled = data.assign(y=data["y"] * scale)
+    other = jaxlmm.lmer(FORMULA, scaled)
+    np.testing.assert_allclose(other.theta, fit.theta, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(other.fixef / scale, fit.fixef, rtol=1e-6)
+    assert other.sigma / scale == pytest.approx(fit.sigma, rel=1e-6)
+
+
+def test_gradient_matches_finite_differences(base_fit):
+    import jax
+
+    fit, data = base_fit
+    fun = jaxlmm.devfun(FORMULA, data)
+    theta = fit.theta + np.array([0.1, -0.05, 0.2, 0.1])
+    grad = np.asarray(jax.grad(fun)(theta))
+    eps = 1e-6
+    numeric = [
+        (float(fun(theta + eps * e)) - float(fun(theta - eps * e))) / (2 * eps) for e in np.eye(4)
+    ]
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-6)
+    hess = np.asarray(jax.hessian(fun)(theta))
+    numeric_hess = [
+        (np.asarray(jax.grad(fun)(theta + eps * e)) - np.asarray(jax.grad(fun)(theta - eps * e)))
+        / (2 * eps)
+        for e in np.eye(4)
+    ]
+    np.testing.assert_allclose(hess, np.array(numeric_hess), rtol=1e-5, atol=1e-5)
+
+
+def test_devfun_at_the_optimum_is_the_objective(base_fit):
+    fit, data = base_fit
+    assert float(jaxlmm.devfun(FORMULA, data)(fit.theta)) == pytest.approx(fit.objective, rel=1e-12)
