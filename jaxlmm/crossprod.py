@@ -72,10 +72,12 @@ def _pairs(level: np.ndarray, row: np.ndarray, values: np.ndarray, mz: int):
     second = starts[level[first]] + np.arange(len(first)) - block_start
     lower = row[first] >= row[second]
     first, second = first[lower], second[lower]
-    order = np.argsort(row[first] * mz + row[second], kind="stable")  # sorted segment ids
+    index_type = np.int32 if mz * mz < 2**31 else np.int64
+    target = (row[first] * mz + row[second]).astype(index_type)
+    order = np.argsort(target)  # sorted segment ids make the scatter-add faster
     first, second = first[order], second[order]
     products = values[first][:, :, None] * values[second][:, None, :]
-    return level[first], row[first] * mz + row[second], products
+    return level[first], target[order], products
 
 
 def cross_products(design: Design) -> Blocks:
@@ -135,7 +137,7 @@ def cross_products(design: Design) -> Blocks:
         entry_row=entry_row.astype(np.int32),
         entry_values=entry_values,
         pair_level=pair_level.astype(np.int32),
-        pair_target=pair_target.astype(np.int64),
+        pair_target=pair_target,
         pair_products=pair_products,
         nobs=np.asarray(float(design.nobs)),
         sum_log_weights=np.asarray(float(np.sum(np.log(w)))),

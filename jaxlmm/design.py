@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -65,11 +66,15 @@ def r_name(name: str) -> str:
     return re.sub(r"\[(?:T\.)?([^\]]*)\]", r"\1", name)
 
 
-def _variables(expr: str, where: str) -> set[str]:
+@cache
+def _parsed(expr: str, where: str) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Variables an expression needs and its terms (formulaic's parse, cached per string)."""
     try:
-        return set(Formula(expr).required_variables)
+        formula = Formula(expr)
     except Exception as err:  # formulaic raises several exception types on bad syntax
         raise FormulaError(f"cannot parse {expr!r} in the {where}: {err}") from None
+    terms = tuple(str(t) for t in formula) if not hasattr(formula, "lhs") else ()
+    return frozenset(formula.required_variables), terms
 
 
 def _factor_codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:
@@ -86,7 +91,7 @@ def _factor_codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:
     return codes, list(uniques)
 
 
-def _grouping(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
+def _grouping(data: _Columns, factors: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
     """Codes and levels of a grouping factor; ``a:b`` groups by the observed combinations."""
     parts = [_factor_codes(data[f]) for f in factors]
     if len(parts) == 1:
@@ -98,23 +103,55 @@ def _grouping(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarray,
     return codes.reshape(-1).astype(np.int64), labels
 
 
-def _matrix(expr: str, data: pd.DataFrame, where: str) -> tuple[np.ndarray, list[str]]:
-    try:
-        mm = model_matrix(expr, data, na_action="raise")
-    except Exception as err:
-        raise DataError(f"cannot build the {where} from {expr!r}: {err}") from None
-    values = np.asarray(mm, dtype=np.float64)
-    names = [r_name(c) for c in mm.columns]
+@dataclass(frozen=True)
+class _Columns:
+    """The columns a model uses, complete rows only; a DataFrame is made only for formulaic."""
+
+    series: dict[str, pd.Series]
+    n: int
+
+    def __getitem__(self, name: str) -> pd.Series:
+        return self.series[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.series
+
+    def frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame(self.series)
+        for c in frame.columns:
+            if isinstance(frame[c].dtype, pd.CategoricalDtype):
+                frame[c] = frame[c].cat.remove_unused_categories()
+        return frame
+
+
+def _is_numeric(column: pd.Series) -> bool:
+    return column.dtype.kind in "biuf"
+
+
+def _matrix(expr: str, data: _Columns, where: str) -> tuple[np.ndarray, list[str]]:
+    """Model matrix of ``expr``; formulaic builds it unless every term is 1 or a numeric column."""
+    terms = _parsed(expr, where)[1]
+    if all(t == "1" or (t in data and _is_numeric(data[t])) for t in terms):
+        columns = [np.ones(data.n) if t == "1" else data[t].to_numpy(np.float64) for t in terms]
+        values = np.column_stack(columns) if columns else np.zeros((data.n, 0))
+        names = [r_name("Intercept") if t == "1" else t for t in terms]
+    else:
+        try:
+            mm = model_matrix(expr, data.frame(), na_action="raise")
+        except Exception as err:
+            raise DataError(f"cannot build the {where} from {expr!r}: {err}") from None
+        values = np.asarray(mm, dtype=np.float64)
+        names = [r_name(c) for c in mm.columns]
     for j, name in enumerate(names):
         if not np.all(np.isfinite(values[:, j])):
             raise DataError(f"column {name!r} of the {where} has infinite or undefined values")
     return values, names
 
 
-def _response(expr: str, data: pd.DataFrame) -> np.ndarray:
-    if expr in data.columns:
+def _response(expr: str, data: _Columns) -> np.ndarray:
+    if expr in data:
         column = data[expr]
-        if column.dtype.kind not in "biuf":
+        if not _is_numeric(column):
             raise DataError(f"response {expr!r} must be numeric, got dtype {column.dtype}")
         y = column.to_numpy(dtype=np.float64)
     else:
@@ -165,24 +202,24 @@ def build_design(formula: str | MixedFormula, data: pd.DataFrame, weights=None) 
             raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}") from None
     w_all, w_column = _weights(weights, data)
 
-    needed = _variables(f"{parsed.response} ~ {parsed.fixed}", "fixed part")
+    needed = set(_parsed(f"{parsed.response} ~ {parsed.fixed}", "fixed part")[0])
     for term in parsed.random:
-        needed |= _variables(term.expr, f"term ({term.expr} | {term.group})") | set(term.factors)
+        needed |= _parsed(term.expr, f"term ({term.expr} | {term.group})")[0] | set(term.factors)
     missing = sorted(v for v in needed if v not in data.columns)
     if missing:
         raise DataError(f"column(s) {missing} named in the formula are not in the data")
     used = [c for c in data.columns if c in needed]
 
-    keep = ~data[used].isna().any(axis=1).to_numpy()
+    keep = np.ones(len(data), dtype=bool)
+    for c in used:
+        keep &= ~pd.isna(data[c].to_numpy())
     if w_all is not None:
         keep &= ~np.isnan(w_all)
     if not keep.any():
         raise DataError("no rows left after dropping rows with missing values")
-    frame = data.loc[keep, used]
-    for c in frame.columns:
-        if isinstance(frame[c].dtype, pd.CategoricalDtype):
-            frame[c] = frame[c].cat.remove_unused_categories()
-    n = len(frame)
+    everything = keep.all()
+    n = int(keep.sum())
+    columns = _Columns({c: data[c] if everything else data[c][keep] for c in used}, n)
 
     w = np.ones(n) if w_all is None else w_all[keep]
     label = repr(w_column) if w_column else "weights"
@@ -193,8 +230,8 @@ def build_design(formula: str | MixedFormula, data: pd.DataFrame, weights=None) 
     if np.any(w == 0):
         raise DataError(f"{label} has zeros; drop those rows instead")
 
-    y = _response(parsed.response, frame)
-    x_all, x_names = _matrix(parsed.fixed, frame, "fixed-effects model matrix")
+    y = _response(parsed.response, columns)
+    x_all, x_names = _matrix(parsed.fixed, columns, "fixed-effects model matrix")
     kept = _independent_columns(x_all)
     dropped = tuple(x_names[j] for j in range(len(x_names)) if j not in kept)
     if dropped:
@@ -205,7 +242,7 @@ def build_design(formula: str | MixedFormula, data: pd.DataFrame, weights=None) 
             stacklevel=3,
         )
 
-    terms = [_re_term(term, frame) for term in parsed.random]
+    terms = [_re_term(term, columns) for term in parsed.random]
     terms.sort(key=lambda t: -t.n_levels)  # stable, as lme4 orders its terms
     return Design(
         formula=parsed,
@@ -214,18 +251,18 @@ def build_design(formula: str | MixedFormula, data: pd.DataFrame, weights=None) 
         fixed_names=tuple(x_names[j] for j in kept),
         weights=w,
         terms=tuple(terms),
-        rows=frame.index,
+        rows=data.index[keep],
         dropped_fixed=dropped,
     )
 
 
-def _re_term(term: RandomTerm, frame: pd.DataFrame) -> ReTerm:
+def _re_term(term: RandomTerm, columns: _Columns) -> ReTerm:
     where = f"random-effects term ({term.expr} | {term.group})"
-    z, names = _matrix(term.expr, frame, where)
+    z, names = _matrix(term.expr, columns, where)
     if z.shape[1] == 0:
         raise FormulaError(f"{where} has no columns")
-    codes, levels = _grouping(frame, term.factors)
-    n, nlev = len(frame), len(levels)
+    codes, levels = _grouping(columns, term.factors)
+    n, nlev = columns.n, len(levels)
     if nlev < 2:
         raise DataError(f"grouping factor {term.group!r} has {nlev} level(s); it needs at least 2")
     if nlev >= n:

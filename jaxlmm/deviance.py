@@ -31,12 +31,22 @@ class RestBlocks(NamedTuple):
 
 def apply_lambda(m, rest_t, n_levels, sizes):
     """``m @ Lambda_z`` for the later terms' columns (the first mz columns of ``m``)."""
-    pieces, start = [], 0
-    for t, ng, s in zip(rest_t, n_levels, sizes, strict=True):
-        block = m[:, start : start + ng * s].reshape(m.shape[0], ng, s)
-        pieces.append(jnp.einsum("rja,ab->rjb", block, t).reshape(m.shape[0], ng * s))
-        start += ng * s
-    return jnp.concatenate(pieces + [m[:, start:]], axis=1)
+    mz = sum(ng * s for ng, s in zip(n_levels, sizes, strict=True))
+    if not mz:
+        return m
+    if all(s == 1 for s in sizes):  # Lambda_z is diagonal: one elementwise product
+        scale = jnp.concatenate(
+            [jnp.full(ng, t[0, 0]) for t, ng in zip(rest_t, n_levels, strict=True)]
+        )
+        scaled = m[:, :mz] * scale
+    else:
+        pieces, start = [], 0
+        for t, ng, s in zip(rest_t, n_levels, sizes, strict=True):
+            block = m[:, start : start + ng * s].reshape(m.shape[0], ng, s)
+            pieces.append(jnp.einsum("rja,ab->rjb", block, t).reshape(m.shape[0], ng * s))
+            start += ng * s
+        scaled = jnp.concatenate(pieces, axis=1)
+    return scaled if m.shape[1] == mz else jnp.concatenate([scaled, m[:, mz:]], axis=1)
 
 
 def eliminate_first_term(theta, blocks: Blocks) -> RestBlocks:

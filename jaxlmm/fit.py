@@ -23,9 +23,8 @@ SINGULAR_TOL = 1e-4  # lme4's isSingular tolerance on the diagonal of T
 
 
 @partial(jax.jit, static_argnames="reml")
-def fit_blocks(blocks: Blocks, reml: bool = True) -> tuple[OptResult, Solution]:
-    """Optimise theta for one model's blocks and solve for the estimates (pure; vmappable)."""
-    theta0 = jnp.asarray(parameters.initial_theta(blocks.sizes))
+def fit_blocks(blocks: Blocks, theta0, reml: bool = True) -> tuple[OptResult, Solution]:
+    """Optimise theta from ``theta0`` for one model's blocks and solve for the estimates (pure)."""
     diagonal = parameters.diagonal_mask(blocks.sizes)
     result = minimize(lambda th: objective(th, blocks, reml), theta0, diagonal)
     theta = parameters.canonical_theta(result.theta, blocks.sizes)
@@ -57,7 +56,8 @@ def lmer(
     """
     design = build_design(formula, data, weights)
     blocks = cross_products(design)
-    result, solution = fit_blocks(blocks, reml=bool(reml))
+    theta0 = parameters.starting_theta(design)
+    result, solution = fit_blocks(blocks, theta0, reml=bool(reml))
     result, solution = jax.device_get((result, solution))
     fit = LinearMixedModelFit(
         design=design,

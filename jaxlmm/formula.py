@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cache
 
 from formulaic import Formula as _FormulaicFormula
 
@@ -130,6 +131,11 @@ def parse_formula(text: str) -> MixedFormula:
     """Parse an lme4 formula string; raise :class:`FormulaError` with the fault named."""
     if not isinstance(text, str):
         raise FormulaError(f"formula must be a string, got {type(text).__name__}")
+    return _parse(text)
+
+
+@cache
+def _parse(text: str) -> MixedFormula:
     sides = _split_top_level(text, "~")
     if len(sides) != 2 or not sides[0].strip() or not sides[1].strip():
         raise FormulaError(f"formula {text!r} must have the form 'response ~ terms'")

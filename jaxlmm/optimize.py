@@ -6,6 +6,7 @@ are reported as status codes in the result, never raised.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -26,6 +27,7 @@ STATUS_MESSAGES = {
 BOUNDARY_SNAP = 1e-2  # |theta_j| below this is tried at exactly 0 ...
 BOUNDARY_RISE = 1e-7  # ... and kept there if the criterion rises by at most this
 SCALED_GRADIENT_TOL = 1e-3  # convergence check on H^{-1} g, as lme4's relative gradient
+POLISH_TOL = 1e-5  # Newton steps are taken while H^{-1} g exceeds this
 
 
 class OptResult(NamedTuple):
@@ -49,7 +51,7 @@ class _BfgsState(NamedTuple):
     done: jax.Array
 
 
-def _backtrack(fun, theta, value, slope, direction, max_steps=40, c1=1e-4):
+def _backtrack(fun, theta, value, slope, direction, max_steps=20, c1=1e-4):
     """Armijo backtracking along ``direction`` from step 1, by safeguarded quadratic steps.
 
     Trial points cost one evaluation of ``fun`` each, no gradient. Returns the accepted
@@ -79,7 +81,7 @@ def _backtrack(fun, theta, value, slope, direction, max_steps=40, c1=1e-4):
     return jnp.where(found, theta + step * direction, theta), jnp.where(found, trial_value, value)
 
 
-def _bfgs(fun, theta0, max_iter, gtol, first_step=0.5, max_step=1.0):
+def _bfgs(fun, theta0, max_iter, gtol, ftol=1e-12, first_step=0.5, max_step=1.0):
     """BFGS with a dense inverse-Hessian approximation (theta is small) and Armijo steps.
 
     The first pass only evaluates the gradient at ``theta0`` (a zero step accepted against an
@@ -113,7 +115,8 @@ def _bfgs(fun, theta0, max_iter, gtol, first_step=0.5, max_step=1.0):
         update = (eye - rho * jnp.outer(s, y)) @ inv_hess @ (eye - rho * jnp.outer(y, s))
         update = update + rho * jnp.outer(s, s)
         inv_hess = jnp.where(~first & (sy > 1e-12 * jnp.sqrt((s @ s) * (y @ y))), update, inv_hess)
-        stalled = ~first & jnp.all(s == 0)
+        # Stop when a step no longer lowers fun beyond rounding (its noise is ~1e-14 relative).
+        stalled = ~first & (state.value - value <= ftol * (1 + jnp.abs(value)))
         done = stalled | (jnp.max(jnp.abs(grad)) < gtol) | ~jnp.isfinite(value)
         return _BfgsState(theta, value, grad, inv_hess, state.iteration + 1, done)
 
@@ -145,46 +148,66 @@ def _snap_to_boundary(fun, theta, diagonal):
     return theta, on_boundary
 
 
-def _newton_polish(fun, theta, free, steps):
-    """Exact Newton steps on the free coordinates (each kept only if fun does not rise).
+class _Derivatives(NamedTuple):
+    value: jax.Array
+    grad: jax.Array
+    hess: jax.Array
+    chol: jax.Array  # Cholesky factor of the Hessian on the free coordinates (NaN if not PD)
+    step: jax.Array  # Newton step H^{-1} g on the free coordinates
 
-    Returns theta and the value, gradient, Hessian and scaled gradient H^{-1} g (free part) at
-    it; the last of ``steps + 1`` passes only evaluates, so the derivatives are traced once.
+
+def _newton_polish(fun, theta, free, max_steps):
+    """Exact Newton steps on the free coordinates while the step exceeds POLISH_TOL.
+
+    A step is kept only if it does not raise fun. Returns theta and the derivatives at it,
+    which the convergence check reuses (the Hessian is traced once, inside the loop).
     """
     value_and_grad = jax.value_and_grad(fun)
     hessian = jax.hessian(fun)
     both = free[:, None] & free[None, :]
     eye = jnp.eye(theta.shape[0])
 
-    def body(k, carry):
-        theta = carry[0]
+    def derivatives(theta):
         value, grad = value_and_grad(theta)
         hess = hessian(theta)
         chol = jnp.linalg.cholesky(jnp.where(both, hess, eye))
-        scaled = jax.scipy.linalg.cho_solve((chol, True), jnp.where(free, grad, 0.0))
-        candidate = theta - scaled
-        better = (k < steps) & jnp.all(jnp.isfinite(scaled)) & (fun(candidate) <= value)
-        return (jnp.where(better, candidate, theta), value, grad, hess, chol, scaled)
+        step = jax.scipy.linalg.cho_solve((chol, True), jnp.where(free, grad, 0.0))
+        return _Derivatives(value, grad, hess, chol, step)
+
+    def keep_going(carry):
+        k, _, d, stop = carry
+        return (k == 0) | (~stop & (k <= max_steps) & (jnp.max(jnp.abs(d.step)) > POLISH_TOL))
+
+    def body(carry):
+        k, theta, d, _ = carry
+        candidate = jnp.where((k > 0) & jnp.all(jnp.isfinite(d.step)), theta - d.step, theta)
+        new = derivatives(candidate)
+        accept = (k == 0) | (jnp.isfinite(new.value) & (new.value <= d.value))
+        pick = partial(jnp.where, accept)
+        return k + 1, pick(candidate, theta), jax.tree.map(pick, new, d), ~accept
 
     n = theta.shape[0]
-    start = (theta, jnp.zeros(()), jnp.zeros(n), eye, eye, jnp.zeros(n))
-    return jax.lax.fori_loop(0, steps + 1, body, start)
+    nan = jnp.full(n, jnp.nan)
+    start = _Derivatives(jnp.array(jnp.inf), nan, jnp.full((n, n), jnp.nan), eye, nan)
+    _, theta, d, _ = jax.lax.while_loop(
+        keep_going, body, (jnp.zeros((), jnp.int32), theta, start, jnp.array(False))
+    )
+    return theta, d
 
 
 def minimize(fun, theta0, diagonal, max_iter=500, gtol=1e-6, newton_steps=2) -> OptResult:
     """Minimise ``fun`` from ``theta0``; ``diagonal`` (NumPy bool) marks entries bounded at 0."""
     theta, iterations = _bfgs(fun, theta0, max_iter, gtol)
     theta, on_boundary = _snap_to_boundary(fun, theta, diagonal)
-    theta, value, grad, hess, chol, scaled = _newton_polish(fun, theta, ~on_boundary, newton_steps)
+    theta, d = _newton_polish(fun, theta, ~on_boundary, newton_steps)
+    small_step = jnp.max(jnp.abs(d.step)) <= SCALED_GRADIENT_TOL
     status = jnp.where(
-        ~jnp.isfinite(value),
+        ~jnp.isfinite(d.value),
         NONFINITE,
         jnp.where(
-            ~jnp.all(jnp.isfinite(chol)),
+            ~jnp.all(jnp.isfinite(d.chol)),
             HESSIAN_NOT_PD,
-            jnp.where(
-                jnp.max(jnp.abs(scaled)) > SCALED_GRADIENT_TOL, GRADIENT_NOT_SMALL, CONVERGED
-            ),
+            jnp.where(small_step, CONVERGED, GRADIENT_NOT_SMALL),
         ),
     )
-    return OptResult(theta, value, grad, hess, on_boundary, iterations, status)
+    return OptResult(theta, d.value, d.grad, d.hess, on_boundary, iterations, status)
