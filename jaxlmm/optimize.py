@@ -163,13 +163,15 @@ def _newton_polish(fun, theta, free, max_steps):
     which the convergence check reuses (the Hessian is traced once, inside the loop).
     """
     value_and_grad = jax.value_and_grad(fun)
-    hessian = jax.hessian(fun)
     both = free[:, None] & free[None, :]
     eye = jnp.eye(theta.shape[0])
 
-    def derivatives(theta):
+    def grad_and_aux(theta):
         value, grad = value_and_grad(theta)
-        hess = hessian(theta)
+        return grad, (value, grad)
+
+    def derivatives(theta):
+        hess, (value, grad) = jax.jacfwd(grad_and_aux, has_aux=True)(theta)
         chol = jnp.linalg.cholesky(jnp.where(both, hess, eye))
         step = jax.scipy.linalg.cho_solve((chol, True), jnp.where(free, grad, 0.0))
         return _Derivatives(value, grad, hess, chol, step)

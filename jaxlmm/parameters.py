@@ -63,10 +63,13 @@ def canonical_theta(theta, sizes: tuple[int, ...]):
 
 def covariances(theta: np.ndarray, sizes: tuple[int, ...], sigma: float) -> list[np.ndarray]:
     """Covariance matrix sigma^2 T T' of each term's random effects (NumPy)."""
-    return [
-        sigma**2 * np.asarray(t) @ np.asarray(t).T
-        for t in factors(jnp.asarray(theta, dtype=jnp.float64), sizes)
-    ]
+    offsets = theta_offsets(sizes)
+    result = []
+    for k, s in enumerate(sizes):
+        t = np.zeros((s, s))
+        t[tril_indices(s)] = theta[offsets[k] : offsets[k + 1]]
+        result.append(sigma**2 * t @ t.T)
+    return result
 
 
 def starting_theta(design, floor: float = 0.1, sweeps: int = 3) -> np.ndarray:
