@@ -17,6 +17,7 @@ if not os.environ.get("JAXLMM_NO_CACHE") and not jax.config.jax_compilation_cach
     jax.config.update("jax_compilation_cache_dir", str(_cache_home / "jaxlmm" / "xla"))
 
 from . import datasets  # noqa: E402
+from .batch import BatchFit, lmer_batch  # noqa: E402
 from .design import build_design  # noqa: E402
 from .errors import (  # noqa: E402
     ConvergenceWarning,
@@ -31,6 +32,7 @@ from .formula import parse_formula  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchFit",
     "ConvergenceWarning",
     "DataError",
     "FormulaError",
@@ -41,5 +43,6 @@ __all__ = [
     "datasets",
     "devfun",
     "lmer",
+    "lmer_batch",
     "parse_formula",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import warnings
 from dataclasses import dataclass
@@ -57,6 +58,19 @@ class Design:
     def ngroups(self) -> dict[str, int]:
         """Number of levels per grouping factor (lme4's ``ngrps``), each factor once."""
         return {t.group: t.n_levels for t in self.terms}
+
+    def with_response(self, y: np.ndarray, keep: np.ndarray) -> Design:
+        """The same model for another response on the rows ``keep`` (levels and term order kept,
+        so theta keeps its layout; a level without rows gets a zero conditional mode)."""
+        terms = tuple(dataclasses.replace(t, codes=t.codes[keep], z=t.z[keep]) for t in self.terms)
+        return dataclasses.replace(
+            self,
+            y=np.asarray(y, dtype=np.float64)[keep],
+            x=self.x[keep],
+            weights=self.weights[keep],
+            terms=terms,
+            rows=self.rows[keep],
+        )
 
 
 def r_name(name: str) -> str:

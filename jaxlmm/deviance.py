@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from . import parameters
 from .crossprod import Blocks
-from .linalg import batched_cholesky, batched_lower_solve, logdet_and_schur
+from .linalg import batched_cholesky, batched_lower_solve, cholesky, logdet_and_schur
 
 
 class RestBlocks(NamedTuple):
@@ -94,7 +94,7 @@ def factorize(theta, blocks: Blocks) -> Factor:
     full = jnp.concatenate(
         [jnp.concatenate([r.zz, r.zx], axis=1), jnp.concatenate([r.zx.T, r.xx], axis=1)], axis=0
     )
-    return Factor(t1=r.t1, rest_t=r.rest_t, l1=r.l1, rest=jnp.linalg.cholesky(full))
+    return Factor(t1=r.t1, rest_t=r.rest_t, l1=r.l1, rest=cholesky(full))
 
 
 class Components(NamedTuple):
@@ -112,7 +112,7 @@ def components(theta, blocks: Blocks) -> Components:
     if blocks.mz:
         logdet_z, schur = logdet_and_schur(r.zz, r.zx, r.xx)
         logdet_l = logdet_l + logdet_z
-    d = jnp.diag(jnp.linalg.cholesky(schur))
+    d = jnp.diag(cholesky(schur))
     p = blocks.p
     return Components(logdet_l, 2 * jnp.sum(jnp.log(d[:p])), d[p] ** 2)
 

@@ -22,15 +22,21 @@ from .solution import Solution, conditional_covariances, solve
 SINGULAR_TOL = 1e-4  # lme4's isSingular tolerance on the diagonal of T
 
 
-@partial(jax.jit, static_argnames="reml")
-def fit_blocks(blocks: Blocks, theta0, reml: bool = True) -> tuple[OptResult, Solution]:
-    """Optimise theta from ``theta0`` for one model's blocks and solve for the estimates (pure)."""
+@partial(jax.jit, static_argnames=("reml", "batched"))
+def fit_blocks(
+    blocks: Blocks, theta0, reml: bool = True, batched: bool = False
+) -> tuple[OptResult, Solution]:
+    """Optimise theta from ``theta0`` for one model's blocks and solve for the estimates.
+
+    Pure; ``batched=True`` when it runs under ``vmap`` (see :func:`optimize.minimize`).
+    """
     diagonal = parameters.diagonal_mask(blocks.sizes)
-    result = minimize(lambda th: objective(th, blocks, reml), theta0, diagonal)
+    result = minimize(lambda th: objective(th, blocks, reml), theta0, diagonal, batched)
     theta = parameters.canonical_theta(result.theta, blocks.sizes)
     return result._replace(theta=theta), solve(theta, blocks)
 
 
+solve_jit = jax.jit(solve)
 _conditional_covariances = jax.jit(conditional_covariances)
 
 

@@ -81,3 +81,18 @@ def _logdet_and_schur_jvp(primals, tangents):
     d_logdet = jnp.sum(a_inv * da)
     d_schur = dc - db.T @ x - x.T @ db + x.T @ (da @ x)
     return (logdet, schur), (d_logdet, d_schur)
+
+
+SMALL = 8  # up to this size, unrolled arithmetic beats a (batched) LAPACK call
+
+
+def cholesky(m):
+    """Lower Cholesky factor: unrolled when small (fast under ``vmap``), else LAPACK."""
+    return batched_cholesky(m) if m.shape[-1] <= SMALL else jnp.linalg.cholesky(m)
+
+
+def cho_solve(low, b):
+    """Solve ``(low @ low.T) x = b`` for a vector ``b`` given the lower factor ``low``."""
+    if low.shape[-1] <= SMALL:
+        return batched_upper_solve(low, batched_lower_solve(low, b[..., None]))[..., 0]
+    return jax.scipy.linalg.cho_solve((low, True), b)

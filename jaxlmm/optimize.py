@@ -12,6 +12,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .linalg import cho_solve, cholesky
+
 CONVERGED = 0
 NONFINITE = 1  # the criterion is not finite at the solution
 GRADIENT_NOT_SMALL = 2  # the Newton step at the solution is too large
@@ -28,6 +30,7 @@ BOUNDARY_SNAP = 1e-2  # |theta_j| below this is tried at exactly 0 ...
 BOUNDARY_RISE = 1e-7  # ... and kept there if the criterion rises by at most this
 SCALED_GRADIENT_TOL = 1e-3  # convergence check on H^{-1} g, as lme4's relative gradient
 POLISH_TOL = 1e-5  # Newton steps are taken while H^{-1} g exceeds this
+BATCHED_ITERATIONS = (40, 8)  # at most this many BFGS iterations, then exact Newton steps
 
 
 class OptResult(NamedTuple):
@@ -47,6 +50,7 @@ class _BfgsState(NamedTuple):
     value: jax.Array
     grad: jax.Array
     inv_hess: jax.Array  # approximation of the inverse Hessian
+    step: jax.Array  # step length to try along the next direction
     iteration: jax.Array
     done: jax.Array
 
@@ -55,7 +59,7 @@ def _backtrack(fun, theta, value, slope, direction, max_steps=20, c1=1e-4):
     """Armijo backtracking along ``direction`` from step 1, by safeguarded quadratic steps.
 
     Trial points cost one evaluation of ``fun`` each, no gradient. Returns the accepted
-    point and its value, or ``theta`` itself when no step decreases ``fun``.
+    point, or ``theta`` itself when no step decreases ``fun``.
     """
 
     def rejected(carry):
@@ -65,29 +69,37 @@ def _backtrack(fun, theta, value, slope, direction, max_steps=20, c1=1e-4):
 
     def shrink(carry):
         step, trial_value, k = carry
-        curvature = trial_value - value - step * slope
-        quadratic = -slope * step**2 / (2 * curvature)
-        new_step = jnp.where(
-            jnp.isfinite(trial_value) & (curvature > 0),
-            jnp.clip(quadratic, 0.1 * step, 0.5 * step),
-            0.1 * step,
-        )
+        new_step = _shrunk_step(step, trial_value, value, slope)
         return new_step, fun(theta + new_step * direction), k + 1
 
-    step, trial_value, k = jax.lax.while_loop(
+    step, trial_value, _ = jax.lax.while_loop(
         rejected, shrink, (jnp.ones(()), fun(theta + direction), jnp.zeros((), jnp.int32))
     )
     found = jnp.isfinite(trial_value) & (trial_value <= value + c1 * step * slope)
-    return jnp.where(found, theta + step * direction, theta), jnp.where(found, trial_value, value)
+    return jnp.where(found, theta + step * direction, theta)
 
 
-def _bfgs(fun, theta0, max_iter, gtol, ftol=1e-12, first_step=0.5, max_step=1.0):
+def _shrunk_step(step, trial_value, value, slope):
+    """Next step length after a rejected trial: safeguarded quadratic interpolation."""
+    bend = trial_value - value - step * slope
+    quadratic = -slope * step**2 / (2 * bend)
+    return jnp.where(
+        jnp.isfinite(trial_value) & (bend > 0),
+        jnp.clip(quadratic, 0.1 * step, 0.5 * step),
+        0.1 * step,
+    )
+
+
+def _bfgs(fun, theta0, max_iter, gtol, batched, ftol=1e-12, first_step=0.5, max_step=1.0, c1=1e-4):
     """BFGS with a dense inverse-Hessian approximation (theta is small) and Armijo steps.
 
-    The first pass only evaluates the gradient at ``theta0`` (a zero step accepted against an
-    infinite value), so ``fun`` and its gradient are each traced once. The first real step
-    moves at most ``first_step`` in any coordinate, later ones at most ``max_step``: far from
-    the optimum the criterion is far from quadratic and secant steps can overshoot wildly.
+    Alone, an iteration backtracks with values only and then takes the gradient at the
+    accepted point. ``batched`` (for ``vmap``): an iteration evaluates value and gradient at
+    exactly one trial point and a rejection shrinks the step for the next iteration, so no
+    response waits for another's line search. The first iteration only evaluates ``theta0``
+    (a zero step accepted against an infinite value). The first real step moves at most
+    ``first_step`` in any coordinate, later ones at most ``max_step``: far from the optimum
+    the criterion is far from quadratic and secant steps overshoot.
     """
     n = theta0.shape[0]
     eye = jnp.eye(n)
@@ -95,17 +107,23 @@ def _bfgs(fun, theta0, max_iter, gtol, ftol=1e-12, first_step=0.5, max_step=1.0)
 
     def body(state):
         direction = -state.inv_hess @ state.grad
-        slope = direction @ state.grad
-        descent = slope < 0
+        descent = direction @ state.grad < 0
         direction = jnp.where(descent, direction, -state.grad)
-        slope = jnp.where(descent, slope, -state.grad @ state.grad)
-        shrink = jnp.minimum(1.0, max_step / jnp.maximum(jnp.max(jnp.abs(direction)), 1e-300))
-        direction, slope = shrink * direction, shrink * slope
-        theta, _ = _backtrack(fun, state.theta, state.value, slope, direction)
-        value, grad = value_and_grad(theta)
-        s, y = theta - state.theta, grad - state.grad
-        sy = s @ y
+        cap = jnp.minimum(1.0, max_step / jnp.maximum(jnp.max(jnp.abs(direction)), 1e-300))
+        direction = cap * direction
+        slope = direction @ state.grad
+        if batched:
+            trial = state.theta + state.step * direction
+        else:
+            trial = _backtrack(fun, state.theta, state.value, slope, direction)
+        value, grad = value_and_grad(trial)
+        accept = jnp.isfinite(value) & (value <= state.value + c1 * state.step * slope)
+        if not batched:  # backtracking already ensured decrease (or returned theta)
+            accept = jnp.isfinite(value)
+
         first = state.iteration == 0
+        s, y = trial - state.theta, grad - state.grad
+        sy = s @ y
         inv_hess = jnp.where(
             first,
             eye * first_step / jnp.maximum(jnp.max(jnp.abs(grad)), 1e-12),
@@ -114,14 +132,32 @@ def _bfgs(fun, theta0, max_iter, gtol, ftol=1e-12, first_step=0.5, max_step=1.0)
         rho = 1.0 / sy
         update = (eye - rho * jnp.outer(s, y)) @ inv_hess @ (eye - rho * jnp.outer(y, s))
         update = update + rho * jnp.outer(s, s)
-        inv_hess = jnp.where(~first & (sy > 1e-12 * jnp.sqrt((s @ s) * (y @ y))), update, inv_hess)
+        curvature_ok = ~first & (sy > 1e-12 * jnp.sqrt((s @ s) * (y @ y)))
+        inv_hess = jnp.where(curvature_ok, update, inv_hess)
+
+        shrunk = _shrunk_step(state.step, value, state.value, slope)
         # Stop when a step no longer lowers fun beyond rounding (its noise is ~1e-14 relative).
         stalled = ~first & (state.value - value <= ftol * (1 + jnp.abs(value)))
-        done = stalled | (jnp.max(jnp.abs(grad)) < gtol) | ~jnp.isfinite(value)
-        return _BfgsState(theta, value, grad, inv_hess, state.iteration + 1, done)
+        done = jnp.where(accept, stalled | (jnp.max(jnp.abs(grad)) < gtol), shrunk < 1e-10)
+        pick = partial(jnp.where, accept)
+        return _BfgsState(
+            pick(trial, state.theta),
+            pick(value, state.value),
+            pick(grad, state.grad),
+            pick(inv_hess, state.inv_hess),
+            pick(1.0, shrunk),
+            state.iteration + 1,
+            done,
+        )
 
     start = _BfgsState(
-        theta0, jnp.array(jnp.inf), jnp.zeros(n), eye, jnp.zeros((), jnp.int32), jnp.array(False)
+        theta0,
+        jnp.array(jnp.inf),
+        jnp.zeros(n),
+        eye,
+        jnp.ones(()),
+        jnp.zeros((), jnp.int32),
+        jnp.array(False),
     )
     state = jax.lax.while_loop(lambda st: ~st.done & (st.iteration < max_iter), body, start)
     return state.theta, state.iteration
@@ -172,8 +208,8 @@ def _newton_polish(fun, theta, free, max_steps):
 
     def derivatives(theta):
         hess, (value, grad) = jax.jacfwd(grad_and_aux, has_aux=True)(theta)
-        chol = jnp.linalg.cholesky(jnp.where(both, hess, eye))
-        step = jax.scipy.linalg.cho_solve((chol, True), jnp.where(free, grad, 0.0))
+        chol = cholesky(jnp.where(both, hess, eye))
+        step = cho_solve(chol, jnp.where(free, grad, 0.0))
         return _Derivatives(value, grad, hess, chol, step)
 
     def keep_going(carry):
@@ -197,9 +233,15 @@ def _newton_polish(fun, theta, free, max_steps):
     return theta, d
 
 
-def minimize(fun, theta0, diagonal, max_iter=500, gtol=1e-6, newton_steps=2) -> OptResult:
-    """Minimise ``fun`` from ``theta0``; ``diagonal`` (NumPy bool) marks entries bounded at 0."""
-    theta, iterations = _bfgs(fun, theta0, max_iter, gtol)
+def minimize(fun, theta0, diagonal, batched=False, gtol=1e-6) -> OptResult:
+    """Minimise ``fun`` from ``theta0``; ``diagonal`` (NumPy bool) marks entries bounded at 0.
+
+    ``batched=True`` shapes the loops for ``vmap``, where every response pays for the slowest:
+    one trial point per BFGS iteration (see :func:`_bfgs`), fewer BFGS iterations and more
+    exact Newton steps to finish the responses BFGS converges on slowly.
+    """
+    max_iter, newton_steps = BATCHED_ITERATIONS if batched else (500, 2)
+    theta, iterations = _bfgs(fun, theta0, max_iter, gtol, batched)
     theta, on_boundary = _snap_to_boundary(fun, theta, diagonal)
     theta, d = _newton_polish(fun, theta, ~on_boundary, newton_steps)
     small_step = jnp.max(jnp.abs(d.step)) <= SCALED_GRADIENT_TOL

@@ -1,0 +1,165 @@
+"""lmer_batch: equal to single fits, bad responses isolated, chunked and sharded alike."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxlmm
+from jaxlmm import batch
+
+FORMULA = "y ~ Days + (Days | Subject)"
+
+
+def simulate(data, n, seed):
+    rng = np.random.default_rng(seed)
+    groups = data["Subject"].cat.codes.to_numpy()
+    days = data["Days"].to_numpy(dtype=float)
+    b0 = rng.normal(0, 25, (n, groups.max() + 1))
+    b1 = rng.normal(0, 6, (n, groups.max() + 1))
+    return 250 + 10 * days + b0[:, groups] + b1[:, groups] * days + rng.normal(0, 25, (n, len(days)))
+
+
+@pytest.fixture(scope="module")
+def responses(sleepstudy):
+    y = simulate(sleepstudy, 24, seed=3)
+    rng = np.random.default_rng(4)
+    for i in range(0, 24, 3):  # every third response misses some values
+        y[i, rng.choice(180, size=12, replace=False)] = np.nan
+    return y
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["REML", "ML"])
+def batch_fit(request, sleepstudy, responses):
+    return request.param, jaxlmm.lmer_batch(
+        FORMULA, sleepstudy, responses, reml=request.param, progress=False
+    )
+
+
+@pytest.mark.parametrize("i", [0, 1, 5, 9, 22])
+def test_batch_equals_single_fits(batch_fit, sleepstudy, responses, i):
+    reml, bf = batch_fit
+    single = jaxlmm.lmer(FORMULA, sleepstudy.assign(y=responses[i]), reml=reml)
+    assert bf.converged[i]
+    assert bf.nobs[i] == single.nobs
+    assert bf.objective[i] == pytest.approx(single.objective, rel=1e-6)
+    np.testing.assert_allclose(bf.fixef.iloc[i], single.fixef, rtol=1e-5)
+    np.testing.assert_allclose(bf.std_errors.iloc[i], single.std_errors, rtol=1e-4)
+    assert bf.sigma[i] == pytest.approx(single.sigma, rel=1e-5)
+    components = bf.variance_components().iloc[i]
+    expected = single.varcorr["sdcor"].to_numpy()
+    np.testing.assert_allclose(components.to_numpy(), expected[[0, 2, 1, 3]], rtol=1e-4)
+
+
+def test_single_fit_from_batch(batch_fit, sleepstudy, responses):
+    reml, bf = batch_fit
+    fit = bf[3]
+    assert isinstance(fit, jaxlmm.LinearMixedModelFit)
+    np.testing.assert_allclose(fit.fixef, bf.fixef.iloc[3], rtol=1e-10)
+    assert fit.objective == bf.objective[3] and fit.nobs == bf.nobs[3] == 168
+    single = jaxlmm.lmer(FORMULA, sleepstudy.assign(y=responses[3]), reml=reml)
+    ours = fit.ranef()["Subject"]
+    np.testing.assert_allclose(ours, single.ranef()["Subject"].loc[ours.index], rtol=1e-4, atol=1e-4)
+    assert "Number of obs: 168" in fit.summary()
+
+
+def test_tidy_frame(batch_fit):
+    _, bf = batch_fit
+    frame = bf.to_frame()
+    assert len(frame) == 24
+    for column in ["status", "converged", "objective", "(Intercept)", "se_Days", "sigma"]:
+        assert column in frame.columns
+    assert "sd_(Intercept)|Subject" in frame.columns and "cor_Days.(Intercept)|Subject" in frame
+
+
+def test_bad_responses_get_a_status_and_leave_others_alone(sleepstudy, responses):
+    y = responses[:6].copy()
+    y[1] = np.nan  # nothing observed
+    y[2] = 5.0  # constant
+    y[3, 7] = np.inf
+    y[4, np.arange(180) % 10 != 0] = np.nan  # one observation per subject
+    y[5, sleepstudy["Subject"] != "308"] = np.nan  # one subject left
+    bf = jaxlmm.lmer_batch(FORMULA, sleepstudy, y, progress=False)
+    codes = [batch.NO_OBSERVATIONS, batch.CONSTANT_RESPONSE, batch.INFINITE_RESPONSE]
+    assert list(bf.status_code[1:4]) == codes
+    assert bf.status_code[4] == batch.TOO_FEW_OBSERVATIONS
+    assert bf.status_code[5] == batch.TOO_FEW_LEVELS
+    assert np.all(np.isnan(bf.objective[1:])) and np.all(np.isnan(bf.fixef.iloc[1:]))
+    alone = jaxlmm.lmer_batch(FORMULA, sleepstudy, y[:1], progress=False)
+    assert bf.objective[0] == pytest.approx(alone.objective[0], rel=1e-12)
+    with pytest.raises(jaxlmm.DataError, match="not fitted: no observed values"):
+        bf[1]
+
+
+def test_response_columns_and_crossed_design():
+    data = jaxlmm.datasets.load("Penicillin")
+    rng = np.random.default_rng(5)
+    plate, sample = data["plate"].cat.codes.to_numpy(), data["sample"].cat.codes.to_numpy()
+    for k in range(3):
+        data[f"d{k}"] = (
+            22 + rng.normal(0, 0.8, 24)[plate] + rng.normal(0, 2, 6)[sample] + rng.normal(0, 0.5, 144)
+        )
+    data.loc[[3, 40], "d1"] = np.nan
+    formula = "d ~ 1 + (1 | plate) + (1 | sample)"
+    bf = jaxlmm.lmer_batch(formula, data, ["d0", "d1", "d2"], progress=False)
+    assert list(bf.fixef.index) == ["d0", "d1", "d2"]
+    for k in range(3):
+        single = jaxlmm.lmer(formula.replace("d ~", f"d{k} ~"), data)
+        assert bf.objective[k] == pytest.approx(single.objective, rel=1e-6)
+        assert bf.fixef.iloc[k, 0] == pytest.approx(single.fixef.iloc[0], rel=1e-5)
+
+
+def test_chunks_reuse_compiled_code(sleepstudy, responses):
+    whole = jaxlmm.lmer_batch(FORMULA, sleepstudy, responses[:10], progress=False)
+    before = batch._fit_chunk._cache_size()
+    chunked = jaxlmm.lmer_batch(FORMULA, sleepstudy, responses[:10], chunk_size=4, progress=False)
+    assert batch._fit_chunk._cache_size() - before <= 1  # one new chunk shape, then reused
+    np.testing.assert_allclose(chunked.objective, whole.objective, rtol=1e-10)
+
+
+def test_bad_arguments(sleepstudy):
+    with pytest.raises(jaxlmm.DataError, match="shape"):
+        jaxlmm.lmer_batch(FORMULA, sleepstudy, np.zeros((3, 7)), progress=False)
+    with pytest.raises(jaxlmm.DataError, match="nope"):
+        jaxlmm.lmer_batch(FORMULA, sleepstudy, ["nope"], progress=False)
+
+
+SHARDED = textwrap.dedent(
+    """
+    import numpy as np, jax, jaxlmm
+    from jaxlmm import batch
+    assert jax.local_device_count() == 4
+    data = jaxlmm.datasets.load("sleepstudy")
+    rng = np.random.default_rng(0)
+    y = data["Reaction"].to_numpy() + rng.normal(0, 20, (10, 180))
+    y[2, :7] = np.nan
+    one = jaxlmm.lmer_batch("y ~ Days + (Days | Subject)", data, y, devices=1, progress=False)
+    four = jaxlmm.lmer_batch("y ~ Days + (Days | Subject)", data, y, devices=4, progress=False)
+    np.testing.assert_allclose(four.objective, one.objective, rtol=1e-10)
+    np.testing.assert_allclose(four.fixef, one.fixef, rtol=1e-10)
+    rows, _ = batch._sharding(4)
+    placed = jax.device_put(np.zeros((8, 180)), rows)
+    assert len({s.device for s in placed.addressable_shards}) == 4
+    assert placed.addressable_shards[0].data.shape == (2, 180)
+    print("sharded ok")
+    """
+)
+
+
+def test_sharded_equals_unsharded():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    out = subprocess.run(
+        [sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "sharded ok" in out.stdout
+
+
+def test_responses_frame_names(sleepstudy, responses):
+    frame = pd.DataFrame(responses[:2], index=["geneA", "geneB"])
+    bf = jaxlmm.lmer_batch(FORMULA, sleepstudy, frame, progress=False)
+    assert list(bf.fixef.index) == ["geneA", "geneB"]
