@@ -127,6 +127,13 @@ def _screen(design: Design, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return observed & np.isfinite(y), status
 
 
+def _chunk_size(n_responses: int, chunk_size: int, n_devices: int) -> int:
+    """Responses per compiled call: a power of two (at least 16) up to ``chunk_size``, so that
+    batches of different sizes share compiled code; a multiple of the device count."""
+    size = min(chunk_size, max(16, 1 << max(n_responses - 1, 0).bit_length()))
+    return -(-size // n_devices) * n_devices
+
+
 def _sharding(n_devices: int):
     mesh = Mesh(np.array(jax.local_devices()[:n_devices]), ("batch",))
     return NamedSharding(mesh, PartitionSpec("batch")), NamedSharding(mesh, PartitionSpec())
@@ -158,7 +165,7 @@ def lmer_batch(
 
     n_devices = min(devices or jax.local_device_count(), jax.local_device_count())
     rows_sharding, replicated = _sharding(n_devices)
-    size = max(n_devices, -(-min(chunk_size, max(len(y), 1)) // n_devices) * n_devices)
+    size = _chunk_size(len(y), chunk_size, n_devices)
     host_rs = row_structure(design)
     rs = jax.device_put(host_rs, replicated)
     w = jax.device_put(design.weights, replicated)

@@ -21,7 +21,9 @@ def simulate(data, n, seed):
     days = data["Days"].to_numpy(dtype=float)
     b0 = rng.normal(0, 25, (n, groups.max() + 1))
     b1 = rng.normal(0, 6, (n, groups.max() + 1))
-    return 250 + 10 * days + b0[:, groups] + b1[:, groups] * days + rng.normal(0, 25, (n, len(days)))
+    return (
+        250 + 10 * days + b0[:, groups] + b1[:, groups] * days + rng.normal(0, 25, (n, len(days)))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +65,9 @@ def test_single_fit_from_batch(batch_fit, sleepstudy, responses):
     assert fit.objective == bf.objective[3] and fit.nobs == bf.nobs[3] == 168
     single = jaxlmm.lmer(FORMULA, sleepstudy.assign(y=responses[3]), reml=reml)
     ours = fit.ranef()["Subject"]
-    np.testing.assert_allclose(ours, single.ranef()["Subject"].loc[ours.index], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        ours, single.ranef()["Subject"].loc[ours.index], rtol=1e-4, atol=1e-4
+    )
     assert "Number of obs: 168" in fit.summary()
 
 
@@ -101,7 +105,10 @@ def test_response_columns_and_crossed_design():
     plate, sample = data["plate"].cat.codes.to_numpy(), data["sample"].cat.codes.to_numpy()
     for k in range(3):
         data[f"d{k}"] = (
-            22 + rng.normal(0, 0.8, 24)[plate] + rng.normal(0, 2, 6)[sample] + rng.normal(0, 0.5, 144)
+            22
+            + rng.normal(0, 0.8, 24)[plate]
+            + rng.normal(0, 2, 6)[sample]
+            + rng.normal(0, 0.5, 144)
         )
     data.loc[[3, 40], "d1"] = np.nan
     formula = "d ~ 1 + (1 | plate) + (1 | sample)"
