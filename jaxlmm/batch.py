@@ -209,9 +209,7 @@ def lmer_batch(
         names=names,
         reml=bool(reml),
         opt=opt,
-        beta=solution.beta,
-        vcov_unscaled=solution.vcov_unscaled,
-        pwrss=solution.pwrss,
+        solution=solution,
     )
 
 
@@ -255,9 +253,7 @@ class BatchFit:
     names: list
     reml: bool
     opt: OptResult  # per-response optimiser results (NaN where not fitted)
-    beta: np.ndarray  # (B, p)
-    vcov_unscaled: np.ndarray  # (B, p, p)
-    pwrss: np.ndarray  # (B,)
+    solution: Solution  # per-response beta, pwrss, vcov_unscaled (no conditional modes)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -276,8 +272,8 @@ class BatchFit:
 
     @property
     def sigma(self) -> np.ndarray:
-        dof = self.nobs - (self.beta.shape[1] if self.reml else 0)
-        return np.sqrt(self.pwrss / dof)
+        dof = self.nobs - (self.solution.beta.shape[1] if self.reml else 0)
+        return np.sqrt(self.solution.pwrss / dof)
 
     @property
     def status_code(self) -> np.ndarray:
@@ -293,11 +289,15 @@ class BatchFit:
 
     @property
     def fixef(self) -> pd.DataFrame:
-        return pd.DataFrame(self.beta, index=self.names, columns=list(self.design.fixed_names))
+        return pd.DataFrame(
+            self.solution.beta, index=self.names, columns=list(self.design.fixed_names)
+        )
 
     @property
     def std_errors(self) -> pd.DataFrame:
-        variances = np.diagonal(self.vcov_unscaled, axis1=1, axis2=2) * self.sigma[:, None] ** 2
+        variances = (
+            np.diagonal(self.solution.vcov_unscaled, axis1=1, axis2=2) * self.sigma[:, None] ** 2
+        )
         return pd.DataFrame(
             np.sqrt(variances), index=self.names, columns=list(self.design.fixed_names)
         )

@@ -1,4 +1,4 @@
-"""Minimise a smooth criterion of theta: L-BFGS, boundary snapping, exact Newton polish, check.
+"""Minimise a smooth criterion of theta: BFGS, boundary snapping, exact Newton polish, check.
 
 Pure JAX with a fixed control flow, so the same code runs under ``jit`` and ``vmap``. Failures
 are reported as status codes in the result, never raised.
