@@ -92,7 +92,9 @@ def cholesky(m):
 
 
 def cho_solve(low, b):
-    """Solve ``(low @ low.T) x = b`` for a vector ``b`` given the lower factor ``low``."""
-    if low.shape[-1] <= SMALL:
-        return batched_upper_solve(low, batched_lower_solve(low, b[..., None]))[..., 0]
-    return jax.scipy.linalg.cho_solve((low, True), b)
+    """Solve ``(low @ low.T) x = b`` for a vector or matrix ``b`` given the lower factor."""
+    if low.shape[-1] > SMALL:
+        return jax.scipy.linalg.cho_solve((low, True), b)
+    vector = b.ndim == low.ndim - 1
+    x = batched_upper_solve(low, batched_lower_solve(low, b[..., None] if vector else b))
+    return x[..., 0] if vector else x

@@ -30,7 +30,7 @@ BOUNDARY_SNAP = 1e-2  # |theta_j| below this is tried at exactly 0 ...
 BOUNDARY_RISE = 1e-7  # ... and kept there if the criterion rises by at most this
 SCALED_GRADIENT_TOL = 1e-3  # convergence check on H^{-1} g, as lme4's relative gradient
 POLISH_TOL = 1e-5  # Newton steps are taken while H^{-1} g exceeds this
-BATCHED_ITERATIONS = (40, 8)  # at most this many BFGS iterations, then exact Newton steps
+BATCHED_ITERATIONS = (30, 3)  # at most this many BFGS iterations, then exact Newton steps
 
 
 class OptResult(NamedTuple):
@@ -43,6 +43,21 @@ class OptResult(NamedTuple):
     on_boundary: jax.Array  # bool per theta: held at 0
     iterations: jax.Array
     status: jax.Array
+
+
+def _value_grad_hess(fun):
+    """theta -> (value, gradient, Hessian), the Hessian by forward over reverse mode."""
+    value_and_grad = jax.value_and_grad(fun)
+
+    def grad_and_aux(theta):
+        value, grad = value_and_grad(theta)
+        return grad, (value, grad)
+
+    def derivatives(theta):
+        hess, (value, grad) = jax.jacfwd(grad_and_aux, has_aux=True)(theta)
+        return value, grad, hess
+
+    return derivatives
 
 
 class _BfgsState(NamedTuple):
@@ -94,16 +109,21 @@ def _bfgs(fun, theta0, max_iter, gtol, batched, ftol=1e-12, first_step=0.5, max_
     """BFGS with a dense inverse-Hessian approximation (theta is small) and Armijo steps.
 
     Alone, an iteration backtracks with values only and then takes the gradient at the
-    accepted point. ``batched`` (for ``vmap``): an iteration evaluates value and gradient at
-    exactly one trial point and a rejection shrinks the step for the next iteration, so no
-    response waits for another's line search. The first iteration only evaluates ``theta0``
-    (a zero step accepted against an infinite value). The first real step moves at most
-    ``first_step`` in any coordinate, later ones at most ``max_step``: far from the optimum
-    the criterion is far from quadratic and secant steps overshoot.
+    accepted point; the first iteration only evaluates ``theta0`` (a zero step accepted against
+    an infinite value, so fun and its gradient are traced once) and the first real step moves
+    at most ``first_step`` in any coordinate. ``batched`` (for ``vmap``, where every response
+    pays for the slowest): BFGS starts from the exact inverse Hessian at ``theta0`` (when it is
+    positive definite), which saves more iterations than the Hessian costs, and an iteration
+    evaluates value and gradient at exactly one trial point, a rejection shrinking the step for
+    the next iteration, so no response waits for another's line search. Steps move at most
+    ``max_step`` in any coordinate: far from the optimum the criterion is far from quadratic.
     """
     n = theta0.shape[0]
     eye = jnp.eye(n)
     value_and_grad = jax.value_and_grad(fun)
+
+    def rescale(state):  # Shanno-Phua scaling after the first step from the identity
+        return (state.iteration == 1) & (not batched)
 
     def body(state):
         direction = -state.inv_hess @ state.grad
@@ -127,7 +147,7 @@ def _bfgs(fun, theta0, max_iter, gtol, batched, ftol=1e-12, first_step=0.5, max_
         inv_hess = jnp.where(
             first,
             eye * first_step / jnp.maximum(jnp.max(jnp.abs(grad)), 1e-12),
-            jnp.where(state.iteration == 1, eye * sy / (y @ y), state.inv_hess),
+            jnp.where(rescale(state), eye * sy / (y @ y), state.inv_hess),
         )
         rho = 1.0 / sy
         update = (eye - rho * jnp.outer(s, y)) @ inv_hess @ (eye - rho * jnp.outer(y, s))
@@ -150,15 +170,19 @@ def _bfgs(fun, theta0, max_iter, gtol, batched, ftol=1e-12, first_step=0.5, max_
             done,
         )
 
-    start = _BfgsState(
-        theta0,
-        jnp.array(jnp.inf),
-        jnp.zeros(n),
-        eye,
-        jnp.ones(()),
-        jnp.zeros((), jnp.int32),
-        jnp.array(False),
-    )
+    if batched:
+        value, grad, hess = _value_grad_hess(fun)(theta0)
+        newton = cho_solve(cholesky(hess), eye)
+        scaled = eye * first_step / jnp.maximum(jnp.max(jnp.abs(grad)), 1e-12)
+        inv_hess = jnp.where(jnp.all(jnp.isfinite(newton)), newton, scaled)
+        start = _BfgsState(
+            theta0, value, grad, inv_hess, jnp.ones(()), jnp.ones((), jnp.int32), False
+        )
+    else:
+        start = _BfgsState(
+            theta0, jnp.inf, jnp.zeros(n), eye, jnp.ones(()), jnp.zeros((), jnp.int32), False
+        )
+    start = start._replace(value=jnp.asarray(start.value), done=jnp.asarray(start.done))
     state = jax.lax.while_loop(lambda st: ~st.done & (st.iteration < max_iter), body, start)
     return state.theta, state.iteration
 
@@ -198,16 +222,12 @@ def _newton_polish(fun, theta, free, max_steps):
     A step is kept only if it does not raise fun. Returns theta and the derivatives at it,
     which the convergence check reuses (the Hessian is traced once, inside the loop).
     """
-    value_and_grad = jax.value_and_grad(fun)
+    value_grad_hess = _value_grad_hess(fun)
     both = free[:, None] & free[None, :]
     eye = jnp.eye(theta.shape[0])
 
-    def grad_and_aux(theta):
-        value, grad = value_and_grad(theta)
-        return grad, (value, grad)
-
     def derivatives(theta):
-        hess, (value, grad) = jax.jacfwd(grad_and_aux, has_aux=True)(theta)
+        value, grad, hess = value_grad_hess(theta)
         chol = cholesky(jnp.where(both, hess, eye))
         step = cho_solve(chol, jnp.where(free, grad, 0.0))
         return _Derivatives(value, grad, hess, chol, step)
