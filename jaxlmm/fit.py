@@ -38,15 +38,22 @@ def fit_blocks(
 
 solve_jit = jax.jit(solve)
 _conditional_covariances = jax.jit(conditional_covariances)
+_objective_jit = jax.jit(objective, static_argnames="reml")
 
 
 def devfun(formula: str, data: pd.DataFrame, reml: bool = True, weights=None):
     """The model's profiled criterion as a pure JAX function of theta (lme4's ``devFunOnly``).
 
-    The returned function is jit-compiled and differentiable: ``jax.grad(devfun(...))(theta)``.
+    The returned function runs compiled code and is differentiable and jittable:
+    ``jax.grad(devfun(...))(theta)``. The cross-products are arguments of the compiled code,
+    not constants baked into it.
     """
     blocks = cross_products(build_design(formula, data, weights))
-    return jax.jit(lambda theta: objective(jnp.asarray(theta, jnp.float64), blocks, reml))
+
+    def criterion(theta):
+        return _objective_jit(jnp.asarray(theta, jnp.float64), blocks, reml=reml)
+
+    return criterion
 
 
 def lmer(
