@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from . import parameters
 from .crossprod import RowStructure, blocks_from_rows, cross_products, row_structure
 from .design import Design, build_design
-from .errors import DataError
+from .errors import DataError, JaxlmmError
 from .fit import LinearMixedModelFit, fit_blocks, solve_jit
 from .formula import parse_formula
 from .optimize import (
@@ -156,6 +156,10 @@ def lmer_batch(
     fitted on its own complete rows, as ``lmer`` would fit it. Batches are processed in chunks
     of ``chunk_size`` (compiled once), each sharded over ``devices`` local devices (default all).
     """
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise JaxlmmError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if devices is not None and (not isinstance(devices, int) or devices < 1):
+        raise JaxlmmError(f"devices must be a positive integer, got {devices!r}")
     values, names = _responses(responses, data)
     parsed = dataclasses.replace(parse_formula(formula), response=_PLACEHOLDER)
     design = build_design(parsed, data.assign(**{_PLACEHOLDER: 0.0}), weights)

@@ -133,6 +133,11 @@ def test_bad_arguments(sleepstudy):
         jaxlmm.lmer_batch(FORMULA, sleepstudy, np.zeros((3, 7)), progress=False)
     with pytest.raises(jaxlmm.DataError, match="nope"):
         jaxlmm.lmer_batch(FORMULA, sleepstudy, ["nope"], progress=False)
+    y = np.zeros((2, 180))
+    with pytest.raises(ValueError, match="chunk_size"):
+        jaxlmm.lmer_batch(FORMULA, sleepstudy, y, chunk_size=0, progress=False)
+    with pytest.raises(ValueError, match="devices"):
+        jaxlmm.lmer_batch(FORMULA, sleepstudy, y, devices=0, progress=False)
 
 
 SHARDED = textwrap.dedent(
