@@ -109,9 +109,10 @@ def _screen(design: Design, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     too_few_levels = np.zeros(len(y), dtype=bool)
     too_few_obs = nobs <= p
     for term in design.terms:
-        present = np.zeros((len(y), term.n_levels))
-        np.add.at(present.T, term.codes, observed.T)
-        levels = (present > 0).sum(axis=1)
+        order = np.argsort(term.codes, kind="stable")
+        counts = np.bincount(term.codes, minlength=term.n_levels)
+        per_level = np.add.reduceat(observed[:, order], np.cumsum(counts) - counts, axis=1)
+        levels = (per_level > 0).sum(axis=1)
         too_few_levels |= levels < 2
         too_few_obs |= (levels >= nobs) | (levels * term.n_columns >= nobs)
     checks = [
@@ -145,7 +146,7 @@ def lmer_batch(
     responses,
     reml: bool = True,
     weights=None,
-    chunk_size: int = 2048,
+    chunk_size: int = 512,
     progress: bool = True,
     devices: int | None = None,
 ) -> BatchFit:

@@ -30,7 +30,7 @@ BOUNDARY_SNAP = 1e-2  # |theta_j| below this is tried at exactly 0 ...
 BOUNDARY_RISE = 1e-7  # ... and kept there if the criterion rises by at most this
 SCALED_GRADIENT_TOL = 1e-3  # convergence check on H^{-1} g, as lme4's relative gradient
 POLISH_TOL = 1e-5  # Newton steps are taken while H^{-1} g exceeds this
-BATCHED_ITERATIONS = (30, 3)  # at most this many BFGS iterations, then exact Newton steps
+BATCHED_ITERATIONS = (25, 1)  # at most this many BFGS iterations, then exact Newton steps
 
 
 class OptResult(NamedTuple):
