@@ -94,8 +94,9 @@ def _parsed(expr: str, where: str) -> tuple[frozenset[str], tuple[str, ...]]:
 def _factor_codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:
     """Codes and level labels of a grouping column, treated as a factor with R's level order."""
     if isinstance(column.dtype, pd.CategoricalDtype):
-        column = column.cat.remove_unused_categories()
-        return column.cat.codes.to_numpy(), [str(c) for c in column.cat.categories]
+        used, codes = np.unique(column.cat.codes.to_numpy(), return_inverse=True)
+        categories = column.cat.categories
+        return codes.reshape(-1), [str(categories[k]) for k in used]
     values = column.to_numpy()
     if values.dtype.kind in "biuf":
         uniques, codes = np.unique(values, return_inverse=True)
@@ -226,7 +227,7 @@ def build_design(formula: str | MixedFormula, data: pd.DataFrame, weights=None) 
 
     keep = np.ones(len(data), dtype=bool)
     for c in used:
-        keep &= ~pd.isna(data[c].to_numpy())
+        keep &= ~data[c].isna().to_numpy()
     if w_all is not None:
         keep &= ~np.isnan(w_all)
     if not keep.any():
