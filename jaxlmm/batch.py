@@ -205,7 +205,9 @@ def lmer_batch(
     )
     if results:
         fitted = jax.tree.map(lambda *a: np.concatenate(a), *map(_without_modes, results))
-        fitted = _retry_unconverged(fitted, host_rs, design.weights, y[good], observed[good], reml)
+        fitted = _retry_unconverged(
+            fitted, host_rs, design.weights, y[good], observed[good], theta0, reml
+        )
         opt, solution = jax.tree.map(partial(_scatter, index=good), (opt, solution), fitted)
     return BatchFit(
         design=design,
@@ -234,11 +236,10 @@ def _scatter(full: np.ndarray, part, index: np.ndarray) -> np.ndarray:
     return full
 
 
-def _retry_unconverged(fitted, rs: RowStructure, weights, y, observed, reml: bool):
+def _retry_unconverged(fitted, rs: RowStructure, weights, y, observed, theta0, reml: bool):
     """Refit, one at a time with the single-fit optimiser, the few responses that the batched
     pass (capped iterations) left unconverged; keep whichever result is better."""
     opt, solution = fitted
-    theta0 = jnp.asarray(parameters.initial_theta(rs.sizes))
     for k in np.flatnonzero(np.isin(opt.status, [GRADIENT_NOT_SMALL, HESSIAN_NOT_PD])):
         blocks = blocks_from_rows(rs, np.where(observed[k], y[k], 0.0), weights * observed[k])
         single = _without_modes(jax.device_get(fit_blocks(blocks, theta0, reml=reml)))
@@ -311,15 +312,10 @@ class BatchFit:
         """SDs and correlations per response, named as lme4's ``confint(oldNames = FALSE)``."""
         columns = {}
         sizes = tuple(t.n_columns for t in self.design.terms)
-        offsets = parameters.theta_offsets(sizes)
-        for k, term in enumerate(self.design.terms):
-            s = term.n_columns
-            t = np.zeros((len(self), s, s))
-            rows, cols = parameters.tril_indices(s)
-            t[:, rows, cols] = self.theta[:, offsets[k] : offsets[k + 1]]
-            cov = self.sigma[:, None, None] ** 2 * np.einsum("bij,bkj->bik", t, t)
+        covs = parameters.covariances(self.theta, sizes, self.sigma)
+        for term, cov in zip(self.design.terms, covs, strict=True):
             sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
-            for i, j in zip(rows, cols, strict=True):
+            for i, j in zip(*parameters.tril_indices(term.n_columns), strict=True):
                 if i == j:
                     columns[f"sd_{term.names[i]}|{term.group}"] = sd[:, i]
                 else:

@@ -122,6 +122,9 @@ def _bfgs(fun, theta0, max_iter, gtol, batched, ftol=1e-12, first_step=0.5, max_
     eye = jnp.eye(n)
     value_and_grad = jax.value_and_grad(fun)
 
+    def scaled_identity(grad):  # the first step moves at most first_step in any coordinate
+        return eye * first_step / jnp.maximum(jnp.max(jnp.abs(grad)), 1e-12)
+
     def rescale(state):  # Shanno-Phua scaling after the first step from the identity
         return (state.iteration == 1) & (not batched)
 
@@ -137,16 +140,16 @@ def _bfgs(fun, theta0, max_iter, gtol, batched, ftol=1e-12, first_step=0.5, max_
         else:
             trial = _backtrack(fun, state.theta, state.value, slope, direction)
         value, grad = value_and_grad(trial)
-        accept = jnp.isfinite(value) & (value <= state.value + c1 * state.step * slope)
-        if not batched:  # backtracking already ensured decrease (or returned theta)
-            accept = jnp.isfinite(value)
+        accept = jnp.isfinite(value)
+        if batched:  # alone, backtracking has already ensured the decrease (or kept theta)
+            accept &= value <= state.value + c1 * state.step * slope
 
         first = state.iteration == 0
         s, y = trial - state.theta, grad - state.grad
         sy = s @ y
         inv_hess = jnp.where(
             first,
-            eye * first_step / jnp.maximum(jnp.max(jnp.abs(grad)), 1e-12),
+            scaled_identity(grad),
             jnp.where(rescale(state), eye * sy / (y @ y), state.inv_hess),
         )
         rho = 1.0 / sy
@@ -170,19 +173,15 @@ def _bfgs(fun, theta0, max_iter, gtol, batched, ftol=1e-12, first_step=0.5, max_
             done,
         )
 
+    one, no = jnp.ones(()), jnp.array(False)
     if batched:
         value, grad, hess = _value_grad_hess(fun)(theta0)
         newton = cho_solve(cholesky(hess), eye)
-        scaled = eye * first_step / jnp.maximum(jnp.max(jnp.abs(grad)), 1e-12)
-        inv_hess = jnp.where(jnp.all(jnp.isfinite(newton)), newton, scaled)
-        start = _BfgsState(
-            theta0, value, grad, inv_hess, jnp.ones(()), jnp.ones((), jnp.int32), False
-        )
+        inv_hess = jnp.where(jnp.all(jnp.isfinite(newton)), newton, scaled_identity(grad))
+        start = _BfgsState(theta0, value, grad, inv_hess, one, jnp.ones((), jnp.int32), no)
     else:
-        start = _BfgsState(
-            theta0, jnp.inf, jnp.zeros(n), eye, jnp.ones(()), jnp.zeros((), jnp.int32), False
-        )
-    start = start._replace(value=jnp.asarray(start.value), done=jnp.asarray(start.done))
+        zero = jnp.zeros((), jnp.int32)
+        start = _BfgsState(theta0, jnp.array(jnp.inf), jnp.zeros(n), eye, one, zero, no)
     state = jax.lax.while_loop(lambda st: ~st.done & (st.iteration < max_iter), body, start)
     return state.theta, state.iteration
 

@@ -61,14 +61,20 @@ def canonical_theta(theta, sizes: tuple[int, ...]):
     return theta * jnp.concatenate(signs)
 
 
-def covariances(theta: np.ndarray, sizes: tuple[int, ...], sigma: float) -> list[np.ndarray]:
-    """Covariance matrix sigma^2 T T' of each term's random effects (NumPy)."""
+def covariances(theta, sizes: tuple[int, ...], sigma) -> list[np.ndarray]:
+    """Covariance matrices sigma^2 T T' of each term's random effects (NumPy).
+
+    ``theta`` may carry leading batch axes (..., n_theta) with ``sigma`` of shape (...).
+    """
+    theta = np.asarray(theta, dtype=np.float64)
+    sigma2 = np.asarray(sigma, dtype=np.float64)[..., None, None] ** 2
     offsets = theta_offsets(sizes)
     result = []
     for k, s in enumerate(sizes):
-        t = np.zeros((s, s))
-        t[tril_indices(s)] = theta[offsets[k] : offsets[k + 1]]
-        result.append(sigma**2 * t @ t.T)
+        t = np.zeros(theta.shape[:-1] + (s, s))
+        rows, cols = tril_indices(s)
+        t[..., rows, cols] = theta[..., offsets[k] : offsets[k + 1]]
+        result.append(sigma2 * t @ np.swapaxes(t, -1, -2))
     return result
 
 

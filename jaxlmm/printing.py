@@ -57,8 +57,7 @@ def _random_effects(fit) -> str:
                 cells.append(f"{hit['sdcor'].iloc[0]:.2f}" if len(hit) else "")
             ncorr = max(ncorr, a)
             rows.append(cells)
-    header = ["Groups", "Name", "Variance", "Std.Dev."] + ["Corr"] + [""] * (ncorr - 1)
-    header = header[: 4 + ncorr]
+    header = ["Groups", "Name", "Variance", "Std.Dev."] + ["Corr", *[""] * (ncorr - 1)][:ncorr]
     rows = [r + [""] * (len(header) - len(r)) for r in rows]
     return "\n".join(" " + line for line in _table(header, rows, left=2).splitlines())
 
