@@ -27,6 +27,9 @@ class ReTerm:
     levels: tuple[str, ...]  # level labels, in factor order
     codes: np.ndarray  # (n,) int: level index of each observation
     z: np.ndarray  # (n, s) float64: the term's model-matrix columns
+    spec: object = (
+        None  # formulaic ModelSpec that rebuilds ``z`` for new data (None: plain columns)
+    )
 
     @property
     def n_levels(self) -> int:
@@ -35,6 +38,16 @@ class ReTerm:
     @property
     def n_columns(self) -> int:
         return self.z.shape[1]
+
+
+@dataclass(frozen=True)
+class FixedTerm:
+    """One term of the fixed part (not the intercept) and the columns of X it owns."""
+
+    label: str  # e.g. "Days", "half", "Days:half"
+    variables: frozenset[str]  # the variables (formulaic factors) the term multiplies
+    numeric: frozenset[str]  # those that are numeric rather than categorical
+    columns: tuple[int, ...]  # its columns of X (aliased columns excluded)
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,10 @@ class Design:
     terms: tuple[ReTerm, ...]
     rows: pd.Index  # labels of the data rows used (after dropping missing values)
     dropped_fixed: tuple[str, ...]  # aliased fixed-effect columns removed
+    fixed_terms: tuple[FixedTerm, ...] = ()
+    fixed_spec: object = None  # formulaic ModelSpec of X before dropping (None: plain columns)
+    kept_fixed: tuple[int, ...] = ()  # columns of that matrix kept in X
+    data: _Columns | None = None  # the columns the model uses, on the rows used
 
     @property
     def nobs(self) -> int:
@@ -70,6 +87,7 @@ class Design:
             weights=self.weights[keep],
             terms=terms,
             rows=self.rows[keep],
+            data=None if self.data is None else self.data.subset(keep),
         )
 
 
@@ -131,6 +149,9 @@ class _Columns:
     def __contains__(self, name: str) -> bool:
         return name in self.series
 
+    def subset(self, keep: np.ndarray) -> _Columns:
+        return _Columns({c: s[keep] for c, s in self.series.items()}, int(np.sum(keep)))
+
     def frame(self) -> pd.DataFrame:
         frame = pd.DataFrame(self.series)
         for c in frame.columns:
@@ -143,10 +164,20 @@ def _is_numeric(column: pd.Series) -> bool:
     return column.dtype.kind in "biuf"
 
 
-def _matrix(expr: str, data: _Columns, where: str) -> tuple[np.ndarray, list[str]]:
-    """Model matrix of ``expr``; formulaic builds it unless every term is 1 or a numeric column."""
+def _plain_columns(expr: str, data: _Columns, where: str) -> list[str] | None:
+    """The terms of ``expr`` when each is 1 or a numeric column (no formulaic needed), else None."""
     terms = _parsed(expr, where)[1]
     if all(t == "1" or (t in data and _is_numeric(data[t])) for t in terms):
+        return list(terms)
+    return None
+
+
+def _matrix(expr: str, data: _Columns, where: str):
+    """Model matrix of ``expr``, its column names and the formulaic ModelSpec that rebuilds it
+    for new data (None when every term is 1 or a numeric column and formulaic is skipped)."""
+    terms = _plain_columns(expr, data, where)
+    spec = None
+    if terms is not None:
         columns = [np.ones(data.n) if t == "1" else data[t].to_numpy(np.float64) for t in terms]
         values = np.column_stack(columns) if columns else np.zeros((data.n, 0))
         names = [r_name("Intercept") if t == "1" else t for t in terms]
@@ -157,10 +188,29 @@ def _matrix(expr: str, data: _Columns, where: str) -> tuple[np.ndarray, list[str
             raise DataError(f"cannot build the {where} from {expr!r}: {err}") from None
         values = np.asarray(mm, dtype=np.float64)
         names = [r_name(c) for c in mm.columns]
+        spec = mm.model_spec
     for j, name in enumerate(names):
         if not np.all(np.isfinite(values[:, j])):
             raise DataError(f"column {name!r} of the {where} has infinite or undefined values")
-    return values, names
+    return values, names, spec
+
+
+def _fixed_terms(expr: str, spec, data: _Columns, kept: list[int]) -> tuple[FixedTerm, ...]:
+    """The fixed part's terms (intercept excluded) with the kept X columns each owns."""
+    position = {j: k for k, j in enumerate(kept)}
+    terms = []
+    if spec is None:
+        for j, t in enumerate(_parsed(expr, "fixed part")[1]):
+            if t != "1" and j in position:
+                terms.append(FixedTerm(t, frozenset([t]), frozenset([t]), (position[j],)))
+        return tuple(terms)
+    categorical = {str(f) for f in spec.factor_contrasts}
+    for term, columns in spec.term_slices.items():
+        variables = frozenset(str(f) for f in term.factors if str(f) != "1")
+        owned = tuple(position[j] for j in range(columns.start, columns.stop) if j in position)
+        if variables and owned:
+            terms.append(FixedTerm(str(term), variables, variables - categorical, owned))
+    return tuple(terms)
 
 
 def _response(expr: str, data: _Columns) -> np.ndarray:
@@ -170,7 +220,7 @@ def _response(expr: str, data: _Columns) -> np.ndarray:
             raise DataError(f"response {expr!r} must be numeric, got dtype {column.dtype}")
         y = column.to_numpy(dtype=np.float64)
     else:
-        values, names = _matrix(f"0 + {expr}", data, "response")
+        values, names, _ = _matrix(f"0 + {expr}", data, "response")
         if values.shape[1] != 1:
             raise DataError(f"response {expr!r} must be numeric (it expands to {names})")
         y = values[:, 0]
@@ -246,7 +296,7 @@ def build_design(formula: str | MixedFormula, data: pd.DataFrame, weights=None) 
         raise DataError(f"{label} has zeros; drop those rows instead")
 
     y = _response(parsed.response, columns)
-    x_all, x_names = _matrix(parsed.fixed, columns, "fixed-effects model matrix")
+    x_all, x_names, x_spec = _matrix(parsed.fixed, columns, "fixed-effects model matrix")
     kept = _independent_columns(x_all)
     dropped = tuple(x_names[j] for j in range(len(x_names)) if j not in kept)
     if dropped:
@@ -268,12 +318,16 @@ def build_design(formula: str | MixedFormula, data: pd.DataFrame, weights=None) 
         terms=tuple(terms),
         rows=data.index[keep],
         dropped_fixed=dropped,
+        fixed_terms=_fixed_terms(parsed.fixed, x_spec, columns, kept),
+        fixed_spec=x_spec,
+        kept_fixed=tuple(kept),
+        data=columns,
     )
 
 
 def _re_term(term: RandomTerm, columns: _Columns) -> ReTerm:
     where = f"random-effects term ({term.expr} | {term.group})"
-    z, names = _matrix(term.expr, columns, where)
+    z, names, spec = _matrix(term.expr, columns, where)
     if z.shape[1] == 0:
         raise FormulaError(f"{where} has no columns")
     codes, levels = _grouping(columns, term.factors)
@@ -290,4 +344,4 @@ def _re_term(term: RandomTerm, columns: _Columns) -> ReTerm:
             f"{where} has {nlev * z.shape[1]} random effects for {n} observations; "
             "the random effects and the residual variance are not identifiable"
         )
-    return ReTerm(group=term.group, names=tuple(names), levels=levels, codes=codes, z=z)
+    return ReTerm(group=term.group, names=tuple(names), levels=levels, codes=codes, z=z, spec=spec)

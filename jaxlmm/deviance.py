@@ -105,13 +105,19 @@ class Components(NamedTuple):
     pwrss: jax.Array  # r^2, the penalised weighted residual sum of squares
 
 
-def components(theta, blocks: Blocks) -> Components:
+def reduced_system(theta, blocks: Blocks):
+    """log|L|^2 and the (p+1) x (p+1) system of [X y] left after eliminating all random effects:
+    its top-left p x p block is R_X'R_X (the unscaled precision of beta)."""
     r = eliminate_first_term(theta, blocks)
     logdet_l = 2 * jnp.sum(jnp.log(jnp.diagonal(r.l1, axis1=-2, axis2=-1)))
-    schur = r.xx
-    if blocks.mz:
-        logdet_z, schur = logdet_and_schur(r.zz, r.zx, r.xx)
-        logdet_l = logdet_l + logdet_z
+    if not blocks.mz:
+        return logdet_l, r.xx
+    logdet_z, schur = logdet_and_schur(r.zz, r.zx, r.xx)
+    return logdet_l + logdet_z, schur
+
+
+def components(theta, blocks: Blocks) -> Components:
+    logdet_l, schur = reduced_system(theta, blocks)
     d = jnp.diag(cholesky(schur))
     p = blocks.p
     return Components(logdet_l, 2 * jnp.sum(jnp.log(d[:p])), d[p] ** 2)

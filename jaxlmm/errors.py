@@ -13,6 +13,10 @@ class DataError(JaxlmmError):
     """The data cannot support the model (missing column, bad values, too few levels...)."""
 
 
+class InferenceError(JaxlmmError):
+    """A test, interval or prediction that the model cannot give as asked."""
+
+
 class ConvergenceWarning(UserWarning):
     """The optimiser's exact-derivative check at the optimum failed."""
 

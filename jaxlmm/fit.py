@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from functools import cached_property, partial
@@ -15,7 +16,17 @@ from . import parameters
 from .crossprod import Blocks, cross_products
 from .design import Design, build_design
 from .deviance import objective
-from .errors import ConvergenceWarning
+from .errors import ConvergenceWarning, InferenceError
+from .inference import (
+    VarparDerivatives,
+    contrast_matrix,
+    kenward_roger_f,
+    satterthwaite_df,
+    satterthwaite_f,
+    t_table,
+    varpar_derivatives,
+)
+from .kenward_roger import KenwardRoger, kenward_roger, kr_ddf
 from .optimize import CONVERGED, STATUS_MESSAGES, OptResult, minimize
 from .solution import Solution, conditional_covariances, solve
 
@@ -87,6 +98,28 @@ def lmer(
             stacklevel=2,
         )
     return fit
+
+
+def _refit(fit: LinearMixedModelFit, reml: bool) -> LinearMixedModelFit:
+    """The same design and blocks fitted again from the fit's theta."""
+    result, solution = jax.device_get(fit_blocks(fit.blocks, jnp.asarray(fit.theta), reml=reml))
+    return dataclasses.replace(fit, reml=reml, opt=result, solution=solution)
+
+
+_DDF_METHODS = {
+    "satterthwaite": "satterthwaite",
+    "kenward-roger": "kenward-roger",
+    "kr": "kenward-roger",
+    "none": "none",
+    "lme4": "none",
+}
+
+
+def _ddf_method(ddf: str) -> str:
+    method = _DDF_METHODS.get(str(ddf).lower().replace("_", "-"))
+    if method is None:
+        raise InferenceError(f"ddf must be 'satterthwaite', 'kenward-roger' or 'none', got {ddf!r}")
+    return method
 
 
 @dataclass(frozen=True, eq=False)
@@ -206,9 +239,7 @@ class LinearMixedModelFit:
             seen[term.group] = k + 1
         return names
 
-    @cached_property
-    def varcorr(self) -> pd.DataFrame:
-        """Variance components in the layout of lme4's ``as.data.frame(VarCorr(m))``."""
+    def _variance_components(self) -> pd.DataFrame:
         rows = []
         covs = parameters.covariances(self.theta, self.blocks.sizes, self.sigma)
         for term, group, cov in zip(self.design.terms, self._term_group_names(), covs, strict=True):
@@ -222,6 +253,101 @@ class LinearMixedModelFit:
                     rows.append((group, term.names[a], term.names[b], cov[b, a], corr))
         rows.append(("Residual", None, None, self.sigma**2, self.sigma))
         return pd.DataFrame(rows, columns=["group", "var1", "var2", "vcov", "sdcor"])
+
+    @cached_property
+    def varcorr(self) -> pd.DataFrame:
+        """Variance components in the layout of lme4's ``as.data.frame(VarCorr(m))``, with the
+        ``std_error`` of each ``sdcor`` entry (delta method on the exact Hessian)."""
+        se = np.sqrt(np.diag(self.vcov_sdcor.to_numpy()))
+        order = parameters.varcorr_order(self.blocks.sizes)
+        return self._variance_components().assign(std_error=se[order])
+
+    # --- inference -----------------------------------------------------------------------
+    @cached_property
+    def _derivatives(self) -> VarparDerivatives:
+        return varpar_derivatives(self.theta, self.sigma, self.blocks, self.reml)
+
+    @property
+    def vcov_varpar(self) -> pd.DataFrame:
+        """Covariance of (theta, sigma): twice the inverse of the exact Hessian of the deviance
+        in those parameters (lmerTest's ``vcov_varpar``)."""
+        names = [f"theta{k + 1}" for k in range(len(self.theta))] + ["sigma"]
+        return pd.DataFrame(self._derivatives.vcov_varpar, index=names, columns=names)
+
+    @property
+    def vcov_sdcor(self) -> pd.DataFrame:
+        """Covariance of the SDs, correlations and sigma (named as in ``confint``)."""
+        names = parameters.sdcor_names(self.design.terms)
+        return pd.DataFrame(self._derivatives.vcov_sdcor, index=names, columns=names)
+
+    @cached_property
+    def _kenward_roger(self) -> KenwardRoger:
+        if not self.reml:
+            raise InferenceError("Kenward-Roger needs a REML fit; refit with reml=True")
+        return kenward_roger(self.design, self.theta, self.sigma, self.vcov.to_numpy())
+
+    def coef_table(self, ddf: str = "satterthwaite") -> pd.DataFrame:
+        """Fixed effects with ``estimate, std_error, df, t_value, p_value`` (lmerTest's table).
+
+        ``ddf``: ``"satterthwaite"``, ``"kenward-roger"`` (adjusted SEs and df, REML fits only)
+        or ``"none"`` (lme4's table: no df or p-values).
+        """
+        names = list(self.design.fixed_names)
+        return self._t_tests(np.eye(len(names)), names, ddf)
+
+    def _t_tests(self, contrasts: np.ndarray, index, ddf: str) -> pd.DataFrame:
+        ddf = _ddf_method(ddf)
+        beta, vcov = self.fixef.to_numpy(), self.vcov.to_numpy()
+        if ddf == "kenward-roger":
+            kr = self._kenward_roger
+            dfs = [kr_ddf(row[None, :], vcov, kr) for row in contrasts]
+            vcov = kr.vcov_adjusted
+        elif ddf == "satterthwaite":
+            dfs = [satterthwaite_df(row, self._derivatives, vcov) for row in contrasts]
+        else:
+            dfs = [np.nan] * len(contrasts)
+        return t_table(contrasts, beta, vcov, dfs, index)
+
+    def contrast(self, contrast, ddf: str = "satterthwaite", joint: bool | None = None):
+        """Test ``L @ beta = 0`` (lmerTest's ``contest``).
+
+        ``contrast``: a vector or (q, p) matrix, or a Series/DataFrame whose labels are
+        fixed-effect names. One row (or ``joint=False``) gives a t test per row (a DataFrame as
+        :meth:`coef_table`); several rows give a joint F test (a one-row DataFrame with
+        ``num_df, den_df, F_value, p_value``).
+        """
+        names = list(self.design.fixed_names)
+        matrix = contrast_matrix(contrast, names)
+        if joint is None:
+            joint = len(matrix) > 1
+        if not joint:
+            return self._t_tests(matrix, pd.RangeIndex(len(matrix)), ddf)
+        return pd.DataFrame([self._f_test(matrix, ddf)])
+
+    def _f_test(self, matrix: np.ndarray, ddf: str) -> dict:
+        """F test of ``matrix @ beta = 0`` in lmerTest's columns (Mean Sq: unscaled F sigma^2)."""
+        ddf = _ddf_method(ddf)
+        beta, vcov = self.fixef.to_numpy(), self.vcov.to_numpy()
+        if ddf == "satterthwaite":
+            result = satterthwaite_f(matrix, beta, vcov, self._derivatives)
+        elif ddf == "kenward-roger":
+            result = kenward_roger_f(matrix, beta, vcov, self._kenward_roger)
+        else:
+            raise InferenceError("an F test needs ddf='satterthwaite' or 'kenward-roger'")
+        mean_sq = result.pop("wald_F") * self.sigma**2
+        return {"sum_sq": mean_sq * result["num_df"], "mean_sq": mean_sq} | result
+
+    def anova(self, ddf: str = "satterthwaite") -> pd.DataFrame:
+        """Type III F tests of the fixed-effect terms (lmerTest's ``anova(m)``)."""
+        from .anova import fixed_effects_table
+
+        return fixed_effects_table(self, ddf)
+
+    def ml_fit(self) -> LinearMixedModelFit:
+        """This model fitted by maximum likelihood (itself when it already is)."""
+        if not self.reml:
+            return self
+        return _refit(self, reml=False)
 
     def ranef(self, condvar: bool = False) -> dict[str, pd.DataFrame]:
         """Conditional modes per grouping factor (lme4's ``ranef``): levels x effect columns.
@@ -245,11 +371,12 @@ class LinearMixedModelFit:
             frames[term.group] = frame
         return frames
 
-    def summary(self) -> str:
-        """A text summary laid out as lme4's ``summary(m)``."""
+    def summary(self, ddf: str | None = None) -> str:
+        """A text summary laid out as lme4's ``summary(m)``; with ``ddf`` the fixed-effects table
+        has df and p-values as lmerTest's (``"satterthwaite"`` or ``"kenward-roger"``)."""
         from .printing import format_summary
 
-        return format_summary(self)
+        return format_summary(self, ddf)
 
     def __repr__(self) -> str:
         return self.summary()

@@ -106,3 +106,72 @@ def starting_theta(design, floor: float = 0.1, sweeps: int = 3) -> np.ndarray:
             start = np.array([max(np.sqrt(max(between, 0.0) / sigma2), floor)])
         theta.append(start)
     return np.concatenate(theta)
+
+
+def _safe_norm(rows):
+    """Euclidean norm of each row, with derivative 0 (not NaN) at a zero row."""
+    squares = jnp.sum(rows**2, axis=-1)
+    positive = squares > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, squares, 1.0)), 0.0)
+
+
+def sdcor(theta, sigma, sizes: tuple[int, ...]):
+    """(theta, sigma) -> the SDs and correlations of each term, in theta's order (a diagonal
+    entry gives the SD of its column, an off-diagonal entry the correlation of its row and
+    column), then sigma: lme4's ``confint`` parameters. JAX, differentiable."""
+    out = []
+    for t, s in zip(factors(theta, sizes), sizes, strict=True):
+        norms = _safe_norm(t)
+        rows, cols = tril_indices(s)
+        dots = jnp.sum(t[rows] * t[cols], axis=-1)
+        denom = norms[rows] * norms[cols]
+        out.append(jnp.where(rows == cols, sigma * norms[rows], dots / denom))
+    return jnp.concatenate(out + [jnp.reshape(sigma, (1,))])
+
+
+def theta_from_sdcor(psi, sizes: tuple[int, ...]):
+    """Inverse of :func:`sdcor`: (SDs and correlations per term, sigma) -> (theta, sigma).
+
+    T = diag(sd) chol(R) / sigma with R the correlation matrix; NaN where R is not PD.
+    """
+    from .linalg import batched_cholesky
+
+    sigma = psi[-1]
+    offsets = theta_offsets(sizes)
+    thetas = []
+    for k, s in enumerate(sizes):
+        rows, cols = tril_indices(s)
+        block = psi[offsets[k] : offsets[k + 1]]
+        sd = block[rows == cols]
+        corr = jnp.eye(s).at[rows, cols].set(jnp.where(rows == cols, 1.0, block))
+        corr = corr.at[cols, rows].set(corr[rows, cols])
+        t = sd[:, None] * batched_cholesky(corr) / sigma
+        thetas.append(t[rows, cols])
+    return jnp.concatenate(thetas), sigma
+
+
+def sdcor_names(terms) -> list[str]:
+    """Names of the :func:`sdcor` entries as lme4's ``confint(oldNames = FALSE)``."""
+    names = []
+    for term in terms:
+        for i, j in zip(*tril_indices(term.n_columns), strict=True):
+            if i == j:
+                names.append(f"sd_{term.names[i]}|{term.group}")
+            else:
+                names.append(f"cor_{term.names[i]}.{term.names[j]}|{term.group}")
+    return names + ["sigma"]
+
+
+def varcorr_order(sizes: tuple[int, ...]) -> np.ndarray:
+    """Positions in :func:`sdcor` of the rows of lme4's ``as.data.frame(VarCorr(m))``: per
+    term the SDs, then the correlations (column a with each later column b), then sigma."""
+    order = []
+    for k, s in enumerate(sizes):
+        rows, cols = tril_indices(s)
+        position = {
+            (int(i), int(j)): theta_offsets(sizes)[k] + n
+            for n, (i, j) in enumerate(zip(rows, cols, strict=True))
+        }
+        order += [position[a, a] for a in range(s)]
+        order += [position[b, a] for a in range(s) for b in range(a + 1, s)]
+    return np.array(order + [theta_offsets(sizes)[-1]])

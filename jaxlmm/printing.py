@@ -40,7 +40,7 @@ def _abbreviate(name: str) -> str:
 
 
 def _random_effects(fit) -> str:
-    vc = fit.varcorr
+    vc = fit._variance_components()
     variances = vc[vc["var2"].isna()]
     var_text = dict(zip(variances.index, _formatted(variances["vcov"]), strict=True))
     sd_text = dict(zip(variances.index, _formatted(variances["sdcor"]), strict=True))
@@ -62,16 +62,38 @@ def _random_effects(fit) -> str:
     return "\n".join(" " + line for line in _table(header, rows, left=2).splitlines())
 
 
-def _fixed_effects(fit) -> str:
-    est, se = fit.fixef.to_numpy(), fit.std_errors.to_numpy()
-    t = est / se
+def _p_text(p: float) -> str:
+    """R's ``format.pval`` with 3 significant digits and its 2e-16 floor."""
+    if not np.isfinite(p):
+        return "NA"
+    return "< 2e-16" if p < 2e-16 else f"{p:.3g}" if p >= 1e-4 else f"{p:.2e}"
+
+
+def _stars(p: float) -> str:
+    for cut, mark in ((0.001, "***"), (0.01, "**"), (0.05, "*"), (0.1, ".")):
+        if p < cut:
+            return mark
+    return ""
+
+
+def _fixed_effects(fit, ddf: str | None) -> str:
+    table = fit.coef_table(ddf or "none")
+    est, se, t = (table[c].to_numpy() for c in ("estimate", "std_error", "t_value"))
     both = _formatted(np.concatenate([est, se]))
     t_decimals = min(_decimals(t), 3)
+    header = ["", "Estimate", "Std. Error", "t value"]
     rows = [
         [name, both[k], both[len(est) + k], f"{t[k]:.{t_decimals}f}"]
-        for k, name in enumerate(fit.fixef.index)
+        for k, name in enumerate(table.index)
     ]
-    return _table(["", "Estimate", "Std. Error", "t value"], rows)
+    if ddf is None:
+        return _table(header, rows)
+    dfs, ps = table["df"].to_numpy(), table["p_value"].to_numpy()
+    header = header[:3] + ["df", "t value", "Pr(>|t|)", ""]
+    df_text = _formatted(dfs)
+    rows = [r[:3] + [df_text[k], r[3], _p_text(ps[k]), _stars(ps[k])] for k, r in enumerate(rows)]
+    legend = "---\nSignif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"
+    return _table(header, rows) + "\n" + legend
 
 
 def _fixed_correlation(fit) -> str:
@@ -85,9 +107,20 @@ def _fixed_correlation(fit) -> str:
     return _table(header, rows)
 
 
-def format_summary(fit) -> str:
+_DDF_TITLES = {"satterthwaite": "Satterthwaite's", "kenward-roger": "Kenward-Roger's"}
+
+
+def format_summary(fit, ddf: str | None = None) -> str:
     method = "REML" if fit.reml else "maximum likelihood "
-    lines = [f"Linear mixed model fit by {method} ['lmerMod']"]
+    if ddf is None:
+        lines = [f"Linear mixed model fit by {method} ['lmerMod']"]
+    else:
+        from .fit import _ddf_method
+
+        ddf = _ddf_method(ddf)
+        title = _DDF_TITLES.get(ddf)
+        tests = f". t-tests use {title} method" if title else ""
+        lines = [f"Linear mixed model fit by {method.rstrip()}{tests} ['lmerModLmerTest']"]
     lines.append(f"Formula: {fit.design.formula.text}")
     if fit.data_name:
         lines.append(f"   Data: {fit.data_name}")
@@ -113,7 +146,7 @@ def format_summary(fit) -> str:
     lines.append("")
     if len(fit.fixef):
         lines.append("Fixed effects:")
-        lines.append(_fixed_effects(fit))
+        lines.append(_fixed_effects(fit, ddf))
     if 1 < len(fit.fixef) <= 12:
         lines.append("")
         lines.append("Correlation of Fixed Effects:")

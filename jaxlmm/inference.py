@@ -1,0 +1,179 @@
+"""Tests and standard errors from exact derivatives (lmerTest's quantities, no numDeriv).
+
+The variance parameters are lmerTest's ``varpar`` = (theta, sigma). Their covariance is twice the
+inverse Hessian of the deviance in (theta, sigma) (beta and u profiled, sigma not), and the
+Satterthwaite df of a contrast come from the Jacobian of vcov(beta) with respect to them
+(Kuznetsova, Brockhoff and Christensen 2017). Both derivatives come from JAX autodiff.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from . import parameters
+from .crossprod import Blocks
+from .deviance import reduced_system
+from .errors import InferenceError
+from .kenward_roger import KenwardRoger, kr_ddf, kr_f_scaling
+from .linalg import cholesky, spd_inverse
+
+
+def varpar_deviance(varpar, blocks: Blocks, reml: bool):
+    """-2 log-likelihood (REML or ML) at theta = varpar[:-1] and sigma = varpar[-1], with beta
+    and the random effects at their conditional optimum (lmerTest's ``devfun_vp``)."""
+    theta, sigma = varpar[:-1], varpar[-1]
+    logdet_l, schur = reduced_system(theta, blocks)
+    d = jnp.diag(cholesky(schur))
+    p, n, sigma2 = blocks.p, blocks.nobs, sigma**2
+    dev = logdet_l + d[p] ** 2 / sigma2 + n * jnp.log(2 * jnp.pi * sigma2) - blocks.sum_log_weights
+    if reml:
+        dev = dev + 2 * jnp.sum(jnp.log(d[:p])) - p * jnp.log(2 * jnp.pi * sigma2)
+    return dev
+
+
+def beta_covariance(varpar, blocks: Blocks):
+    """vcov(beta) = sigma^2 (R_X'R_X)^{-1} at varpar = (theta, sigma)."""
+    _, schur = reduced_system(varpar[:-1], blocks)
+    p = blocks.p
+    return varpar[-1] ** 2 * spd_inverse(schur[:p, :p])
+
+
+@partial(jax.jit, static_argnames="reml")
+def _derivatives(varpar, blocks: Blocks, reml: bool):
+    hessian = jax.hessian(varpar_deviance)(varpar, blocks, reml)
+    jacobian = jnp.moveaxis(jax.jacfwd(beta_covariance)(varpar, blocks), -1, 0)
+    sdcor_jacobian = jax.jacfwd(lambda v: parameters.sdcor(v[:-1], v[-1], blocks.sizes))(varpar)
+    return hessian, jacobian, sdcor_jacobian
+
+
+@dataclass(frozen=True)
+class VarparDerivatives:
+    """Exact derivatives at the estimate that the tests and standard errors need."""
+
+    varpar: np.ndarray  # (k,) theta, then sigma
+    hessian: np.ndarray  # (k, k) of the deviance in varpar
+    vcov_varpar: np.ndarray  # (k, k) 2 H^{-1}: lmerTest's ``vcov_varpar``
+    vcov_beta_jacobian: np.ndarray  # (k, p, p) d vcov(beta) / d varpar_k
+    sdcor_jacobian: np.ndarray  # (k, k) d sdcor / d varpar
+
+    @property
+    def vcov_sdcor(self) -> np.ndarray:
+        """Covariance of the SDs, correlations and sigma by the delta method."""
+        j = self.sdcor_jacobian
+        return j @ self.vcov_varpar @ j.T
+
+
+def varpar_derivatives(theta, sigma, blocks: Blocks, reml: bool) -> VarparDerivatives:
+    varpar = np.append(np.asarray(theta, dtype=np.float64), sigma)
+    hessian, jacobian, sdcor_jacobian = jax.device_get(
+        _derivatives(jnp.asarray(varpar), blocks, reml)
+    )
+    try:
+        vcov_varpar = 2 * np.linalg.inv(hessian)
+    except np.linalg.LinAlgError:
+        vcov_varpar = np.full_like(hessian, np.nan)
+    return VarparDerivatives(varpar, hessian, vcov_varpar, jacobian, sdcor_jacobian)
+
+
+# --- contrasts ----------------------------------------------------------------------------
+
+
+def contrast_matrix(contrast, names: list[str]) -> np.ndarray:
+    """A (q, p) float array from a vector, matrix or DataFrame/Series indexed by coefficient."""
+    if isinstance(contrast, (pd.Series, pd.DataFrame)):
+        frame = contrast.to_frame().T if isinstance(contrast, pd.Series) else contrast
+        unknown = [c for c in frame.columns if c not in names]
+        if unknown:
+            raise InferenceError(f"contrast names unknown fixed effects {unknown}")
+        contrast = frame.reindex(columns=names, fill_value=0.0).to_numpy(dtype=np.float64)
+    try:
+        matrix = np.atleast_2d(np.asarray(contrast, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise InferenceError("a contrast must be numeric") from None
+    if matrix.ndim != 2 or matrix.shape[1] != len(names):
+        raise InferenceError(
+            f"a contrast needs {len(names)} columns (one per fixed effect {names}), "
+            f"got shape {matrix.shape}"
+        )
+    if not np.all(np.isfinite(matrix)):
+        raise InferenceError("a contrast has infinite or undefined entries")
+    if matrix.shape[0] == 0 or not np.any(matrix):
+        raise InferenceError("a contrast must have a nonzero row")
+    return matrix
+
+
+def satterthwaite_df(row, derivs: VarparDerivatives, vcov: np.ndarray) -> float:
+    """Satterthwaite's df for the contrast ``row @ beta``: 2 var^2 / (g' A g) with
+    var = row' V row, g_k = row' dV/dvarpar_k row, A = vcov_varpar."""
+    variance = row @ vcov @ row
+    grad = np.einsum("i,kij,j->k", row, derivs.vcov_beta_jacobian, row)
+    return float(2 * variance**2 / (grad @ derivs.vcov_varpar @ grad))
+
+
+def t_table(contrasts: np.ndarray, beta, vcov, dfs, index) -> pd.DataFrame:
+    """estimate, std_error, df, t_value, p_value (two-sided) per contrast row."""
+    estimate = contrasts @ beta
+    se = np.sqrt(np.einsum("qi,ij,qj->q", contrasts, vcov, contrasts))
+    t = estimate / se
+    dfs = np.asarray(dfs, dtype=np.float64)
+    p = np.where(np.isnan(dfs), np.nan, 2 * stats.t.sf(np.abs(t), np.where(np.isnan(dfs), 1, dfs)))
+    return pd.DataFrame(
+        {"estimate": estimate, "std_error": se, "df": dfs, "t_value": t, "p_value": p},
+        index=index,
+    )
+
+
+def combined_ddf(nu: np.ndarray, tol: float = 1e-8) -> float:
+    """Denominator df of an F test from the df of its orthogonal 1-df pieces (lmerTest)."""
+    if len(nu) == 1 or np.all(np.abs(np.diff(nu)) < tol):
+        return float(np.mean(nu))
+    if np.any(nu <= 2):
+        return 2.0
+    e = np.sum(nu / (nu - 2))
+    return float(2 * e / (e - len(nu)))
+
+
+def satterthwaite_f(contrasts, beta, vcov, derivs: VarparDerivatives) -> dict:
+    """F test of ``contrasts @ beta = 0``: the contrast covariance is diagonalised, each
+    eigen-direction gets its Satterthwaite df, and those combine into one denominator df."""
+    values, vectors = np.linalg.eigh(contrasts @ vcov @ contrasts.T)
+    order = np.argsort(values)[::-1]
+    values, vectors = values[order], vectors[:, order]
+    rank = int(np.sum(values > max(np.sqrt(np.finfo(float).eps) * values[0], 0)))
+    rotated = vectors[:, :rank].T @ contrasts
+    f_value = float(np.sum((rotated @ beta) ** 2 / values[:rank]) / rank)
+    nu = np.array([satterthwaite_df(row, derivs, vcov) for row in rotated])
+    den_df = combined_ddf(nu)
+    return _f_result(rank, den_df, f_value, f_value)
+
+
+def _f_result(num_df: int, den_df: float, f_value: float, wald_f: float) -> dict:
+    """An F test's figures; ``wald_f`` is the unscaled Wald statistic over num_df."""
+    return {
+        "num_df": num_df,
+        "den_df": den_df,
+        "F_value": f_value,
+        "p_value": f_p(f_value, num_df, den_df),
+        "wald_F": wald_f,
+    }
+
+
+def f_p(f_value: float, num_df: int, den_df: float) -> float:
+    return float(stats.f.sf(f_value, num_df, den_df))
+
+
+def kenward_roger_f(contrasts, beta, vcov, kr: KenwardRoger) -> dict:
+    """Kenward-Roger F test: Wald statistic with the adjusted covariance, scaled (pbkrtest)."""
+    rank = int(np.linalg.matrix_rank(contrasts))
+    estimate = contrasts @ beta
+    wald = estimate @ np.linalg.lstsq(contrasts @ kr.vcov_adjusted @ contrasts.T, estimate)[0]
+    den_df = kr_ddf(contrasts, vcov, kr)
+    scaling = kr_f_scaling(contrasts, vcov, kr, den_df)
+    return _f_result(rank, den_df, scaling * wald / rank, wald / rank)
