@@ -52,7 +52,7 @@ BATCH_STATUS_MESSAGES = STATUS_MESSAGES | {
 _PLACEHOLDER = "__jaxlmm_response__"
 
 
-@partial(jax.jit, static_argnames="reml")
+@jax.jit
 def _fit_chunk(rs: RowStructure, weights, y, observed, theta0, reml: bool):
     """Fit a chunk of responses: (chunk, n) values and masks -> per-response results."""
 

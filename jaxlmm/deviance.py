@@ -123,16 +123,13 @@ def components(theta, blocks: Blocks) -> Components:
     return Components(logdet_l, 2 * jnp.sum(jnp.log(d[:p])), d[p] ** 2)
 
 
-def objective(theta, blocks: Blocks, reml: bool = True):
-    """lme4's REML criterion (``REMLcrit``) or deviance (ML) at ``theta``; NaN where undefined."""
+def objective(theta, blocks: Blocks, reml=True):
+    """lme4's REML criterion (``REMLcrit``) or deviance (ML) at ``theta``; NaN where undefined.
+
+    ``reml`` may be a traced boolean, so one compiled function serves both criteria.
+    """
     c = components(theta, blocks)
-    n = blocks.nobs
-    if reml:
-        dof = n - blocks.p
-        return (
-            c.logdet_l
-            + c.logdet_rx
-            + dof * (1 + jnp.log(2 * jnp.pi * c.pwrss / dof))
-            - blocks.sum_log_weights
-        )
-    return c.logdet_l + n * (1 + jnp.log(2 * jnp.pi * c.pwrss / n)) - blocks.sum_log_weights
+    n, p = blocks.nobs, blocks.p
+    dof = jnp.where(reml, n - p, n)
+    value = c.logdet_l + dof * (1 + jnp.log(2 * jnp.pi * c.pwrss / dof)) - blocks.sum_log_weights
+    return value + jnp.where(reml, c.logdet_rx, 0.0)

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from . import parameters
 from .crossprod import Blocks, cross_products
@@ -33,7 +34,7 @@ from .solution import Solution, conditional_covariances, solve
 SINGULAR_TOL = 1e-4  # lme4's isSingular tolerance on the diagonal of T
 
 
-@partial(jax.jit, static_argnames=("reml", "batched"))
+@partial(jax.jit, static_argnames="batched")
 def fit_blocks(
     blocks: Blocks, theta0, reml: bool = True, batched: bool = False
 ) -> tuple[OptResult, Solution]:
@@ -49,7 +50,7 @@ def fit_blocks(
 
 solve_jit = jax.jit(solve)
 _conditional_covariances = jax.jit(conditional_covariances)
-_objective_jit = jax.jit(objective, static_argnames="reml")
+_objective_jit = jax.jit(objective)
 
 
 def devfun(formula: str, data: pd.DataFrame, reml: bool = True, weights=None):
@@ -342,6 +343,35 @@ class LinearMixedModelFit:
         from .anova import fixed_effects_table
 
         return fixed_effects_table(self, ddf)
+
+    def confint(
+        self, method: str = "profile", level: float = 0.95, nsim: int = 1000, seed=None
+    ) -> pd.DataFrame:
+        """Confidence intervals (``lower, upper``) in lme4's ``confint(oldNames = FALSE)`` rows:
+        SDs and correlations per term, sigma, then the fixed effects.
+
+        ``method``: ``"profile"`` (likelihood profile of the ML deviance, as lme4), ``"wald"``
+        (fixed effects only, as lme4: the variance parameters get NaN) or ``"bootstrap"``
+        (percentile intervals from ``nsim`` parametric bootstrap refits).
+        """
+        if not 0 < level < 1:
+            raise InferenceError(f"level must be between 0 and 1, got {level!r}")
+        method = str(method).lower()
+        if method == "profile":
+            from .profile import profile_confint
+
+            return profile_confint(self, level)
+        if method == "wald":
+            z = stats.norm.ppf((1 + level) / 2)
+            names = parameters.sdcor_names(self.design.terms)
+            est, se = self.fixef, self.std_errors
+            lower = np.concatenate([np.full(len(names), np.nan), est - z * se])
+            upper = np.concatenate([np.full(len(names), np.nan), est + z * se])
+            index = names + list(est.index)
+            return pd.DataFrame({"lower": lower, "upper": upper}, index=index)
+        if method in ("bootstrap", "boot"):
+            return self.bootstrap(nsim, seed).confint(level)
+        raise InferenceError(f"method must be 'profile', 'wald' or 'bootstrap', got {method!r}")
 
     def ml_fit(self) -> LinearMixedModelFit:
         """This model fitted by maximum likelihood (itself when it already is)."""

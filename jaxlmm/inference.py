@@ -9,7 +9,6 @@ Satterthwaite df of a contrast come from the Jacobian of vcov(beta) with respect
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -25,17 +24,17 @@ from .kenward_roger import KenwardRoger, kr_ddf, kr_f_scaling
 from .linalg import cholesky, spd_inverse
 
 
-def varpar_deviance(varpar, blocks: Blocks, reml: bool):
+def varpar_deviance(varpar, blocks: Blocks, reml=True):
     """-2 log-likelihood (REML or ML) at theta = varpar[:-1] and sigma = varpar[-1], with beta
-    and the random effects at their conditional optimum (lmerTest's ``devfun_vp``)."""
+    and the random effects at their conditional optimum (lmerTest's ``devfun_vp``).
+    ``reml`` may be traced."""
     theta, sigma = varpar[:-1], varpar[-1]
     logdet_l, schur = reduced_system(theta, blocks)
     d = jnp.diag(cholesky(schur))
     p, n, sigma2 = blocks.p, blocks.nobs, sigma**2
     dev = logdet_l + d[p] ** 2 / sigma2 + n * jnp.log(2 * jnp.pi * sigma2) - blocks.sum_log_weights
-    if reml:
-        dev = dev + 2 * jnp.sum(jnp.log(d[:p])) - p * jnp.log(2 * jnp.pi * sigma2)
-    return dev
+    reml_terms = 2 * jnp.sum(jnp.log(d[:p])) - p * jnp.log(2 * jnp.pi * sigma2)
+    return dev + jnp.where(reml, reml_terms, 0.0)
 
 
 def beta_covariance(varpar, blocks: Blocks):
@@ -45,8 +44,8 @@ def beta_covariance(varpar, blocks: Blocks):
     return varpar[-1] ** 2 * spd_inverse(schur[:p, :p])
 
 
-@partial(jax.jit, static_argnames="reml")
-def _derivatives(varpar, blocks: Blocks, reml: bool):
+@jax.jit
+def _derivatives(varpar, blocks: Blocks, reml):
     hessian = jax.hessian(varpar_deviance)(varpar, blocks, reml)
     jacobian = jnp.moveaxis(jax.jacfwd(beta_covariance)(varpar, blocks), -1, 0)
     sdcor_jacobian = jax.jacfwd(lambda v: parameters.sdcor(v[:-1], v[-1], blocks.sizes))(varpar)

@@ -105,7 +105,7 @@ def _shrunk_step(step, trial_value, value, slope):
     )
 
 
-def _bfgs(fun, theta0, max_iter, gtol, batched, ftol=1e-12, first_step=0.5, max_step=1.0, c1=1e-4):
+def bfgs(fun, theta0, max_iter, gtol, batched, ftol=1e-12, first_step=0.5, max_step=1.0, c1=1e-4):
     """BFGS with a dense inverse-Hessian approximation (theta is small) and Armijo steps.
 
     Alone, an iteration backtracks with values only and then takes the gradient at the
@@ -189,6 +189,8 @@ def _bfgs(fun, theta0, max_iter, gtol, batched, ftol=1e-12, first_step=0.5, max_
 def _snap_to_boundary(fun, theta, diagonal):
     """Try each small diagonal entry at exactly 0; keep it there if fun rises by at most a hair."""
     indices = jnp.asarray(diagonal.nonzero()[0])
+    if not len(indices):
+        return theta, jnp.zeros(theta.shape, dtype=bool)
 
     def body(k, carry):
         theta, value, on_boundary = carry
@@ -261,7 +263,7 @@ def minimize(fun, theta0, diagonal, batched=False, gtol=1e-6) -> OptResult:
     tells which responses did not converge.
     """
     max_iter, newton_steps = BATCHED_ITERATIONS if batched else (500, 2)
-    theta, iterations = _bfgs(fun, theta0, max_iter, gtol, batched)
+    theta, iterations = bfgs(fun, theta0, max_iter, gtol, batched)
     theta, on_boundary = _snap_to_boundary(fun, theta, diagonal)
     theta, d = _newton_polish(fun, theta, ~on_boundary, newton_steps)
     small_step = jnp.max(jnp.abs(d.step)) <= SCALED_GRADIENT_TOL
