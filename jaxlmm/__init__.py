@@ -17,12 +17,14 @@ if not os.environ.get("JAXLMM_NO_CACHE") and not jax.config.jax_compilation_cach
     jax.config.update("jax_compilation_cache_dir", str(_cache_home / "jaxlmm" / "xla"))
 
 from . import datasets  # noqa: E402
+from .anova import anova  # noqa: E402
 from .batch import BatchFit, lmer_batch  # noqa: E402
 from .design import build_design  # noqa: E402
 from .errors import (  # noqa: E402
     ConvergenceWarning,
     DataError,
     FormulaError,
+    InferenceError,
     JaxlmmError,
     RankDeficiencyWarning,
 )
@@ -33,9 +35,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BatchFit",
+    "InferenceError",
     "ConvergenceWarning",
     "DataError",
     "FormulaError",
+    "anova",
     "JaxlmmError",
     "LinearMixedModelFit",
     "RankDeficiencyWarning",

@@ -165,16 +165,31 @@ def lmer_batch(
     parsed = dataclasses.replace(parse_formula(formula), response=_PLACEHOLDER)
     design = build_design(parsed, data.assign(**{_PLACEHOLDER: 0.0}), weights)
     positions = data.index.get_indexer(design.rows)
-    y = values[:, positions]
-    observed, status = _screen(design, y)
+    return fit_responses(design, values[:, positions], names, reml, chunk_size, progress, devices)
 
+
+def fit_responses(
+    design: Design,
+    y: np.ndarray,
+    names: list,
+    reml: bool = True,
+    chunk_size: int = 512,
+    progress: bool = False,
+    devices: int | None = None,
+    theta0=None,
+) -> BatchFit:
+    """Fit the model of ``design`` to each row of ``y`` (B, nobs) (NaN: missing), starting
+    from ``theta0`` (default lme4's identity start). The engine of :func:`lmer_batch`."""
+    observed, status = _screen(design, y)
     n_devices = min(devices or jax.local_device_count(), jax.local_device_count())
     rows_sharding, replicated = _sharding(n_devices)
     size = _chunk_size(len(y), chunk_size, n_devices)
     host_rs = row_structure(design)
     rs = jax.device_put(host_rs, replicated)
     w = jax.device_put(design.weights, replicated)
-    theta0 = jnp.asarray(parameters.initial_theta(rs.sizes))
+    if theta0 is None:
+        theta0 = parameters.initial_theta(rs.sizes)
+    theta0 = jnp.asarray(theta0, dtype=jnp.float64)
 
     good = np.flatnonzero(status == 0)
     results = []

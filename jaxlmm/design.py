@@ -27,9 +27,19 @@ class ReTerm:
     levels: tuple[str, ...]  # level labels, in factor order
     codes: np.ndarray  # (n,) int: level index of each observation
     z: np.ndarray  # (n, s) float64: the term's model-matrix columns
-    spec: object = (
-        None  # formulaic ModelSpec that rebuilds ``z`` for new data (None: plain columns)
-    )
+    expr: str = "1"  # the term's left-hand side, e.g. "1 + Days"
+    spec: object = None  # formulaic ModelSpec that rebuilds z for new data (None: plain columns)
+
+    def new_codes(self, data: pd.DataFrame) -> np.ndarray:
+        """Level index of each row of new data; -1 for a level the fit has not seen."""
+        factors = self.group.split(":")
+        missing = [f for f in factors if f not in data.columns]
+        if missing:
+            raise DataError(f"grouping column(s) {missing} are not in the new data")
+        parts = [_labels(data[f]) for f in factors]
+        labels = [":".join(row) for row in zip(*parts, strict=True)]
+        index = {level: k for k, level in enumerate(self.levels)}
+        return np.array([index.get(label, -1) for label in labels], dtype=np.int64)
 
     @property
     def n_levels(self) -> int:
@@ -107,6 +117,38 @@ def _parsed(expr: str, where: str) -> tuple[frozenset[str], tuple[str, ...]]:
         raise FormulaError(f"cannot parse {expr!r} in the {where}: {err}") from None
     terms = tuple(str(t) for t in formula) if not hasattr(formula, "lhs") else ()
     return frozenset(formula.required_variables), terms
+
+
+def _labels(column: pd.Series) -> list[str]:
+    """Level labels of each value, spelled as :func:`_factor_codes` spells levels."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return [str(v) for v in column.astype(object)]
+    values = column.to_numpy()
+    if values.dtype.kind in "biuf":
+        return [str(v) for v in values]
+    return list(column.astype(str))
+
+
+def model_matrix_for(expr: str, spec, data: pd.DataFrame, where: str) -> np.ndarray:
+    """The model matrix of ``expr`` for new data, encoded as in the fit (``spec`` from
+    :func:`_matrix`; None: plain numeric columns). Missing values give NaN rows."""
+    if spec is None:
+        terms = _parsed(expr, where)[1]
+        missing = sorted(t for t in terms if t != "1" and t not in data.columns)
+        if missing:
+            raise DataError(f"column(s) {missing} needed by the {where} are not in the new data")
+        try:
+            columns = [
+                np.ones(len(data)) if t == "1" else data[t].to_numpy(np.float64) for t in terms
+            ]
+        except (TypeError, ValueError):
+            raise DataError(f"the {where} needs numeric columns {terms}") from None
+        return np.column_stack(columns) if columns else np.zeros((len(data), 0))
+    try:
+        mm = spec.get_model_matrix(data, na_action="ignore")
+    except Exception as err:  # formulaic raises several exception types
+        raise DataError(f"cannot build the {where} for the new data: {err}") from None
+    return np.asarray(mm, dtype=np.float64)
 
 
 def _factor_codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:
@@ -344,4 +386,12 @@ def _re_term(term: RandomTerm, columns: _Columns) -> ReTerm:
             f"{where} has {nlev * z.shape[1]} random effects for {n} observations; "
             "the random effects and the residual variance are not identifiable"
         )
-    return ReTerm(group=term.group, names=tuple(names), levels=levels, codes=codes, z=z, spec=spec)
+    return ReTerm(
+        group=term.group,
+        names=tuple(names),
+        levels=levels,
+        codes=codes,
+        z=z,
+        expr=term.expr,
+        spec=spec,
+    )

@@ -373,6 +373,26 @@ class LinearMixedModelFit:
             return self.bootstrap(nsim, seed).confint(level)
         raise InferenceError(f"method must be 'profile', 'wald' or 'bootstrap', got {method!r}")
 
+    def bootstrap(self, nsim: int = 1000, seed=None):
+        """Parametric bootstrap: ``nsim`` responses simulated from the fit, all refitted in one
+        batch. ``.samples`` holds the replicates, ``.confint(level)`` percentile intervals."""
+        from .bootstrap import bootstrap
+
+        return bootstrap(self, nsim, seed)
+
+    def predict(self, newdata=None, re_form=None, allow_new_levels: bool = False) -> pd.Series:
+        """Predictions for the fit's rows or ``newdata`` (lme4's ``predict``); ``re_form="~0"``
+        for the population level, a formula such as ``"~ (1 | g)"`` for some random terms."""
+        from .predict import predict
+
+        return predict(self, newdata, re_form, allow_new_levels)
+
+    def simulate(self, nsim: int = 1, seed=None) -> pd.DataFrame:
+        """Responses simulated from the fitted model (lme4's ``simulate``): ``sim_1 ...``."""
+        from .predict import simulate
+
+        return simulate(self, nsim, seed)
+
     def ml_fit(self) -> LinearMixedModelFit:
         """This model fitted by maximum likelihood (itself when it already is)."""
         if not self.reml:

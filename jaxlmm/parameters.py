@@ -61,21 +61,26 @@ def canonical_theta(theta, sizes: tuple[int, ...]):
     return theta * jnp.concatenate(signs)
 
 
-def covariances(theta, sizes: tuple[int, ...], sigma) -> list[np.ndarray]:
-    """Covariance matrices sigma^2 T T' of each term's random effects (NumPy).
-
-    ``theta`` may carry leading batch axes (..., n_theta) with ``sigma`` of shape (...).
-    """
+def factor_arrays(theta, sizes: tuple[int, ...]) -> list[np.ndarray]:
+    """theta -> each term's T (NumPy); ``theta`` may carry leading batch axes (..., n_theta)."""
     theta = np.asarray(theta, dtype=np.float64)
-    sigma2 = np.asarray(sigma, dtype=np.float64)[..., None, None] ** 2
     offsets = theta_offsets(sizes)
     result = []
     for k, s in enumerate(sizes):
         t = np.zeros(theta.shape[:-1] + (s, s))
         rows, cols = tril_indices(s)
         t[..., rows, cols] = theta[..., offsets[k] : offsets[k + 1]]
-        result.append(sigma2 * t @ np.swapaxes(t, -1, -2))
+        result.append(t)
     return result
+
+
+def covariances(theta, sizes: tuple[int, ...], sigma) -> list[np.ndarray]:
+    """Covariance matrices sigma^2 T T' of each term's random effects (NumPy).
+
+    ``theta`` may carry leading batch axes (..., n_theta) with ``sigma`` of shape (...).
+    """
+    sigma2 = np.asarray(sigma, dtype=np.float64)[..., None, None] ** 2
+    return [sigma2 * t @ np.swapaxes(t, -1, -2) for t in factor_arrays(theta, sizes)]
 
 
 def starting_theta(design, floor: float = 0.1, sweeps: int = 3) -> np.ndarray:
