@@ -17,7 +17,7 @@ if not os.environ.get("JAXLMM_NO_CACHE") and not jax.config.jax_compilation_cach
     jax.config.update("jax_compilation_cache_dir", str(_cache_home / "jaxlmm" / "xla"))
 
 from . import datasets  # noqa: E402
-from .anova import anova  # noqa: E402
+from .anova_tables import anova  # noqa: E402
 from .batch import BatchFit, lmer_batch  # noqa: E402
 from .design import build_design  # noqa: E402
 from .errors import (  # noqa: E402

@@ -293,7 +293,10 @@ def _weights(weights, data: pd.DataFrame) -> tuple[np.ndarray | None, str | None
         if weights not in data.columns:
             raise DataError(f"weights column {weights!r} is not in the data")
         return data[weights].to_numpy(dtype=np.float64), weights
-    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    try:
+        w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise DataError("weights must be numeric (an array or a column name)") from None
     if len(w) != len(data):
         raise DataError(f"weights has length {len(w)} but the data has {len(data)} rows")
     return w, None

@@ -340,7 +340,7 @@ class LinearMixedModelFit:
 
     def anova(self, ddf: str = "satterthwaite") -> pd.DataFrame:
         """Type III F tests of the fixed-effect terms (lmerTest's ``anova(m)``)."""
-        from .anova import fixed_effects_table
+        from .anova_tables import fixed_effects_table
 
         return fixed_effects_table(self, ddf)
 
