@@ -325,19 +325,17 @@ class BatchFit:
 
     def variance_components(self) -> pd.DataFrame:
         """SDs and correlations per response, named as lme4's ``confint(oldNames = FALSE)``."""
-        columns = {}
         sizes = tuple(t.n_columns for t in self.design.terms)
         covs = parameters.covariances(self.theta, sizes, self.sigma)
+        values = []
         for term, cov in zip(self.design.terms, covs, strict=True):
             sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
             for i, j in zip(*parameters.tril_indices(term.n_columns), strict=True):
-                if i == j:
-                    columns[f"sd_{term.names[i]}|{term.group}"] = sd[:, i]
-                else:
-                    with np.errstate(invalid="ignore", divide="ignore"):
-                        corr = cov[:, i, j] / (sd[:, i] * sd[:, j])
-                    columns[f"cor_{term.names[i]}.{term.names[j]}|{term.group}"] = corr
-        columns["sigma"] = self.sigma
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    values.append(sd[:, i] if i == j else cov[:, i, j] / (sd[:, i] * sd[:, j]))
+        values.append(self.sigma)
+        names = parameters.sdcor_names(self.design.terms)
+        columns = dict(zip(names, values, strict=True))
         return pd.DataFrame(columns, index=self.names)
 
     def to_frame(self) -> pd.DataFrame:

@@ -53,9 +53,10 @@ def _parameters(design: Design, theta, sigma):
     (D_i = I_levels (x) E_i) and its value s_i; and Lambda."""
     sizes = tuple(t.n_columns for t in design.terms)
     covs = parameters.covariances(theta, sizes, sigma)
-    offsets = parameters.theta_offsets(sizes)
     slices, patterns, values, lambdas, start = [], [], [], [], 0
-    for k, term in enumerate(design.terms):
+    for term, cov, t in zip(
+        design.terms, covs, parameters.factor_arrays(theta, sizes), strict=True
+    ):
         s, ng = term.n_columns, term.n_levels
         block = slice(start, start + ng * s)
         for i, j in zip(*parameters.tril_indices(s), strict=True):
@@ -63,10 +64,7 @@ def _parameters(design: Design, theta, sigma):
             e[i, j] = e[j, i] = 1.0
             slices.append((block, ng, s))
             patterns.append(e)
-            values.append(covs[k][i, j])
-        t = np.zeros((s, s))
-        rows, cols = parameters.tril_indices(s)
-        t[rows, cols] = np.asarray(theta)[offsets[k] : offsets[k + 1]]
+            values.append(cov[i, j])
         lambdas.append(scipy.sparse.kron(scipy.sparse.identity(ng), t))
         start += ng * s
     return slices, patterns, np.array(values), scipy.sparse.block_diag(lambdas).toarray()

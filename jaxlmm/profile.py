@@ -129,67 +129,70 @@ def _search(step, free0, estimate, start, low, high, z, dev_min, floor):
     return result
 
 
-def profile_confint(fit, level: float = 0.95) -> pd.DataFrame:
-    """Profile-likelihood intervals with rows in lme4's ``confint(oldNames = FALSE)`` order."""
-    ml = fit.ml_fit()
-    blocks, sizes = ml.blocks, ml.blocks.sizes
-    z = float(stats.norm.ppf((1 + level) / 2))
-    dev_min = ml.objective
+def _variance_bounds(ml, z: float) -> np.ndarray:
+    """Bounds of the SDs, correlations and sigma: each pinned in turn, the others free on the
+    same scale (beta profiled). (2 * n, ) lower and upper per parameter."""
+    sizes = ml.blocks.sizes
     psi = np.asarray(parameters.sdcor(jnp.asarray(ml.theta), ml.sigma, sizes))
-    beta = ml.fixef.to_numpy()
-    diagonal = parameters.diagonal_mask(sizes)
-    n_psi, p = len(psi), len(beta)
-
-    # SDs, correlations and sigma: each pinned in turn, the others free on the same scale.
-    is_sd = np.append(diagonal, True)
+    n_psi = len(psi)
+    is_sd = np.append(parameters.diagonal_mask(sizes), True)
     se = np.sqrt(np.diag(ml.vcov_sdcor.to_numpy()))
-    fallback = np.where(is_sd, 0.25 * ml.sigma, 0.25)
-    half = np.where(np.isfinite(se) & (se > 0), z * se, fallback)
+    half = np.where(np.isfinite(se) & (se > 0), z * se, np.where(is_sd, 0.25 * ml.sigma, 0.25))
     js = np.repeat(np.arange(n_psi), 2)
     sides = np.tile([-1.0, 1.0], n_psi)
     low = np.where(is_sd, 0.0, -1.0)[js]
     low[js == n_psi - 1] = 1e-8 * ml.sigma
     high = np.where(is_sd, np.inf, 1.0)[js]
-    estimate = psi[js]
     free_sd = np.array([np.delete(is_sd, j) for j in js])
     sd_floor = 0.05 * ml.sigma
 
     def lift_sds(free):
         return np.where(free_sd & (np.abs(free) < sd_floor), sd_floor, free)
 
-    free0 = np.array([np.delete(psi, j) for j in js])
-    bounds_psi = _search(
-        lambda free, x: _varpar_step(blocks, free, js, x),
-        free0,
-        estimate,
-        estimate + sides * half[js],
+    return _search(
+        lambda free, x: _varpar_step(ml.blocks, free, js, x),
+        np.array([np.delete(psi, j) for j in js]),
+        psi[js],
+        psi[js] + sides * half[js],
         low,
         high,
         z,
-        dev_min,
+        ml.objective,
         lift_sds,
     )
 
-    # Fixed effects: beta_j pinned, theta free (sigma and the other betas profiled).
-    jb = np.repeat(np.arange(p), 2)
-    sides_b = np.tile([-1.0, 1.0], p)
-    se_b = ml.std_errors.to_numpy()
+
+def _fixed_bounds(ml, z: float) -> np.ndarray:
+    """Bounds of the fixed effects: beta_j pinned, theta free (sigma, other betas profiled)."""
+    beta, se = ml.fixef.to_numpy(), ml.std_errors.to_numpy()
+    p = len(beta)
+    if not p:
+        return np.zeros(0)
+    js = np.repeat(np.arange(p), 2)
+    sides = np.tile([-1.0, 1.0], p)
+    diagonal = parameters.diagonal_mask(ml.blocks.sizes)
     theta_floor = 0.05
 
     def lift_theta(free):
         return np.where(diagonal & (np.abs(free) < theta_floor), theta_floor, free)
 
-    bounds_beta = _search(
-        lambda free, x: _fixed_step(blocks, free, jb, x),
+    return _search(
+        lambda free, x: _fixed_step(ml.blocks, free, js, x),
         np.tile(ml.theta, (2 * p, 1)),
-        beta[jb],
-        beta[jb] + sides_b * z * se_b[jb],
+        beta[js],
+        beta[js] + sides * z * se[js],
         np.full(2 * p, -np.inf),
         np.full(2 * p, np.inf),
         z,
-        dev_min,
+        ml.objective,
         lift_theta,
     )
-    bounds = np.concatenate([bounds_psi, bounds_beta]).reshape(-1, 2)
+
+
+def profile_confint(fit, level: float = 0.95) -> pd.DataFrame:
+    """Profile-likelihood intervals with rows in lme4's ``confint(oldNames = FALSE)`` order."""
+    ml = fit.ml_fit()
+    z = float(stats.norm.ppf((1 + level) / 2))
+    bounds = np.concatenate([_variance_bounds(ml, z), _fixed_bounds(ml, z)]).reshape(-1, 2)
     names = parameters.sdcor_names(fit.design.terms) + list(fit.design.fixed_names)
     return pd.DataFrame(bounds, index=names, columns=["lower", "upper"])
