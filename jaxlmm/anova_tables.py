@@ -65,6 +65,11 @@ def type3_contrasts(design: Design) -> dict[str, np.ndarray]:
             others = basic[:, [j for c in containing for j in c.columns]]
             coef = np.linalg.lstsq(others, basic[:, own], rcond=None)[0]
             basic[:, own] = _zapsmall(basic[:, own] - others @ coef)
+    unknown = [n for n in design.fixed_names if n not in names]
+    if unknown:
+        raise InferenceError(
+            f"type III contrasts need treatment-coded factors; cannot place columns {unknown}"
+        )
     rows = [names.index(n) for n in design.fixed_names]
     result = {}
     for term in design.fixed_terms:

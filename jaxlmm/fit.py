@@ -21,6 +21,7 @@ from .errors import ConvergenceWarning, InferenceError
 from .inference import (
     VarparDerivatives,
     contrast_matrix,
+    ddf_method,
     kenward_roger_f,
     satterthwaite_df,
     satterthwaite_f,
@@ -105,22 +106,6 @@ def _refit(fit: LinearMixedModelFit, reml: bool) -> LinearMixedModelFit:
     """The same design and blocks fitted again from the fit's theta."""
     result, solution = jax.device_get(fit_blocks(fit.blocks, jnp.asarray(fit.theta), reml=reml))
     return dataclasses.replace(fit, reml=reml, opt=result, solution=solution)
-
-
-_DDF_METHODS = {
-    "satterthwaite": "satterthwaite",
-    "kenward-roger": "kenward-roger",
-    "kr": "kenward-roger",
-    "none": "none",
-    "lme4": "none",
-}
-
-
-def _ddf_method(ddf: str) -> str:
-    method = _DDF_METHODS.get(str(ddf).lower().replace("_", "-"))
-    if method is None:
-        raise InferenceError(f"ddf must be 'satterthwaite', 'kenward-roger' or 'none', got {ddf!r}")
-    return method
 
 
 @dataclass(frozen=True, eq=False)
@@ -297,7 +282,7 @@ class LinearMixedModelFit:
         return self._t_tests(np.eye(len(names)), names, ddf)
 
     def _t_tests(self, contrasts: np.ndarray, index, ddf: str) -> pd.DataFrame:
-        ddf = _ddf_method(ddf)
+        ddf = ddf_method(ddf)
         beta, vcov = self.fixef.to_numpy(), self.vcov.to_numpy()
         if ddf == "kenward-roger":
             kr = self._kenward_roger
@@ -315,7 +300,7 @@ class LinearMixedModelFit:
         ``contrast``: a vector or (q, p) matrix, or a Series/DataFrame whose labels are
         fixed-effect names. One row (or ``joint=False``) gives a t test per row (a DataFrame as
         :meth:`coef_table`); several rows give a joint F test (a one-row DataFrame with
-        ``num_df, den_df, F_value, p_value``).
+        ``sum_sq, mean_sq, num_df, den_df, F_value, p_value``, as lmerTest's ``contest``).
         """
         names = list(self.design.fixed_names)
         matrix = contrast_matrix(contrast, names)
@@ -327,7 +312,7 @@ class LinearMixedModelFit:
 
     def _f_test(self, matrix: np.ndarray, ddf: str) -> dict:
         """F test of ``matrix @ beta = 0`` in lmerTest's columns (Mean Sq: unscaled F sigma^2)."""
-        ddf = _ddf_method(ddf)
+        ddf = ddf_method(ddf)
         beta, vcov = self.fixef.to_numpy(), self.vcov.to_numpy()
         if ddf == "satterthwaite":
             result = satterthwaite_f(matrix, beta, vcov, self._derivatives)

@@ -83,6 +83,22 @@ def varpar_derivatives(theta, sigma, blocks: Blocks, reml: bool) -> VarparDeriva
 
 # --- contrasts ----------------------------------------------------------------------------
 
+_DDF_METHODS = {
+    "satterthwaite": "satterthwaite",
+    "kenward-roger": "kenward-roger",
+    "kr": "kenward-roger",
+    "none": "none",
+    "lme4": "none",
+}
+
+
+def ddf_method(ddf: str) -> str:
+    """The canonical name of a denominator-df method ("KR" -> "kenward-roger", ...)."""
+    method = _DDF_METHODS.get(str(ddf).lower().replace("_", "-"))
+    if method is None:
+        raise InferenceError(f"ddf must be 'satterthwaite', 'kenward-roger' or 'none', got {ddf!r}")
+    return method
+
 
 def contrast_matrix(contrast, names: list[str]) -> np.ndarray:
     """A (q, p) float array from a vector, matrix or DataFrame/Series indexed by coefficient."""

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from .inference import ddf_method
+
 
 def _decimals(values, digits: int = 4) -> int:
     """Decimals that show every finite nonzero value with ``digits`` significant digits (R)."""
@@ -115,9 +117,7 @@ def format_summary(fit, ddf: str | None = None) -> str:
     if ddf is None:
         lines = [f"Linear mixed model fit by {method} ['lmerMod']"]
     else:
-        from .fit import _ddf_method
-
-        ddf = _ddf_method(ddf)
+        ddf = ddf_method(ddf)
         title = _DDF_TITLES.get(ddf)
         tests = f". t-tests use {title} method" if title else ""
         lines = [f"Linear mixed model fit by {method.rstrip()}{tests} ['lmerModLmerTest']"]
