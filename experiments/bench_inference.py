@@ -97,13 +97,14 @@ def main():
     r_times = None if args.skip_r else time_r(data, args.repeats, min(args.nsim, 200))
     print(f"sleepstudy {FORMULA} (REML); a warm lmer() alone takes {fit_time:.4f}s")
     print(f"{'task':<26}{'jaxlmm first':>14}{'jaxlmm warm':>14}{'R warm':>12}{'speed-up':>10}")
+    print(f"{'':<26}{'(s)':>14}{'(ms)':>14}{'(ms)':>12}")
     for k, (name, fn, per) in enumerate(rows):
         first, warm = timed(fn, args.repeats)
         first, warm = first / per, (warm - fit_time) / per
         r = r_times[k] if r_times else None
-        r_text = f"{r:>11.4f}s" if r else f"{'n/a':>12}"
+        r_text = f"{1000 * r:>12.2f}" if r else f"{'n/a':>12}"
         ratio = f"{r / warm:>9.1f}x" if r else f"{'':>10}"
-        print(f"{name:<26}{first:>13.4f}s{warm:>13.4f}s{r_text}{ratio}")
+        print(f"{name:<26}{first:>14.3f}{1000 * warm:>14.3f}{r_text}{ratio}")
     print("jaxlmm warm excludes the lmer() fit it starts from; lme4 times exclude lmer() too.")
 
 
