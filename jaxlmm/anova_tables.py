@@ -132,8 +132,13 @@ def likelihood_ratio_table(fits, names=None) -> pd.DataFrame:
 def anova(*fits, ddf: str = "satterthwaite", names=None) -> pd.DataFrame:
     """One fit: type III F tests of its fixed-effect terms (lmerTest's ``anova``).
     Several fits: likelihood-ratio tests between them (lme4's ``anova(m1, m2, ...)``)."""
+    from .fit import LinearMixedModelFit
+
     if not fits:
         raise InferenceError("anova needs at least one fitted model")
+    wrong = [type(f).__name__ for f in fits if not isinstance(f, LinearMixedModelFit)]
+    if wrong:
+        raise InferenceError(f"anova takes fitted models (from jaxlmm.lmer), got {wrong}")
     if len(fits) == 1:
         return fixed_effects_table(fits[0], ddf)
     return likelihood_ratio_table(fits, names)

@@ -267,3 +267,5 @@ def test_inference_errors(lme4_fit):
     other = jaxlmm.lmer("Reaction ~ Days + (1 | Subject)", jaxlmm.datasets.load("sleepstudy")[:100])
     with pytest.raises(jaxlmm.InferenceError, match="numbers of observations"):
         jaxlmm.anova(fit, other)
+    with pytest.raises(jaxlmm.InferenceError, match="fitted models"):
+        jaxlmm.anova(fit, "Reaction ~ Days + (1 | Subject)")
