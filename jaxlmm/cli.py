@@ -1,4 +1,5 @@
-"""Command line: ``jaxlmm fit DATA FORMULA [--ml]`` prints lme4's summary of the fit."""
+"""Command line: ``jaxlmm fit DATA FORMULA [--ml] [--ddf METHOD]`` prints lme4's summary of the
+fit (lmerTest's, with df and p-values, when ``--ddf`` is given)."""
 
 from __future__ import annotations
 
@@ -37,14 +38,19 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("data", help="bundled data set name or path to a CSV or Parquet file")
     fit.add_argument("formula", help='lme4 formula, e.g. "Reaction ~ Days + (Days | Subject)"')
     fit.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
+    fit.add_argument(
+        "--ddf",
+        choices=["satterthwaite", "kenward-roger"],
+        help="add df and p-values to the fixed effects (lmerTest's summary)",
+    )
     args = parser.parse_args(argv)
     try:
         data, name = _read_data(args.data)
         model = lmer(args.formula, data, reml=not args.ml, data_name=name)
+        print(model.summary(ddf=args.ddf))
     except (JaxlmmError, OSError, ImportError) as err:
         print(f"jaxlmm: error: {err}", file=sys.stderr)
         return 2
-    print(model.summary())
     return 0
 
 

@@ -51,6 +51,16 @@ def test_cli_reads_csv_and_fits_ml(tmp_path, capsys):
     jaxlmm.datasets.load("Dyestuff").to_csv(path, index=False)
     assert main(["fit", str(path), "Yield ~ 1 + (1 | Batch)", "--ml"]) == 0
     assert "deviance" in capsys.readouterr().out
+    assert (
+        main(["fit", str(path), "Yield ~ 1 + (1 | Batch)", "--ml", "--ddf", "kenward-roger"]) == 2
+    )
+    assert "REML" in capsys.readouterr().err
+
+
+def test_cli_prints_satterthwaite_tests(capsys):
+    assert main(["fit", "sleepstudy", FORMULA, "--ddf", "satterthwaite"]) == 0
+    out = capsys.readouterr().out
+    assert "Satterthwaite's method" in out and "Pr(>|t|)" in out
 
 
 def test_fit_is_immutable(fit):
