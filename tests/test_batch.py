@@ -57,6 +57,19 @@ def test_batch_equals_single_fits(batch_fit, sleepstudy, responses, i):
     np.testing.assert_allclose(components.to_numpy(), expected[[0, 2, 1, 3]], rtol=1e-4)
 
 
+def test_batch_satterthwaite_tables(batch_fit):
+    """Per-response Satterthwaite tables equal the single fit's at the same estimates."""
+    _, bf = batch_fit
+    table = bf.coef_table()
+    assert table.index.names == ["response", "term"] and len(table) == 2 * len(bf)
+    for i in [0, 4]:  # response 0 has missing values
+        np.testing.assert_allclose(table.loc[i], bf[i].coef_table(), rtol=1e-8)
+    assert table["df"].between(10, 200).all()
+    assert bf.coef_table("none")["df"].isna().all()
+    with pytest.raises(jaxlmm.InferenceError, match="satterthwaite"):
+        bf.coef_table("kenward-roger")
+
+
 def test_single_fit_from_batch(batch_fit, sleepstudy, responses):
     reml, bf = batch_fit
     fit = bf[3]
@@ -93,6 +106,8 @@ def test_bad_responses_get_a_status_and_leave_others_alone(sleepstudy, responses
     assert bf.status_code[4] == batch.TOO_FEW_OBSERVATIONS
     assert bf.status_code[5] == batch.TOO_FEW_LEVELS
     assert np.all(np.isnan(bf.objective[1:])) and np.all(np.isnan(bf.fixef.iloc[1:]))
+    table = bf.coef_table()
+    assert table.loc[0].notna().all().all() and table.loc[1:].isna().all().all()
     alone = jaxlmm.lmer_batch(FORMULA, sleepstudy, y[:1], progress=False)
     assert bf.objective[0] == pytest.approx(alone.objective[0], rel=1e-12)
     with pytest.raises(jaxlmm.DataError, match="not fitted: no observed values"):
