@@ -192,19 +192,24 @@ def _snap_to_boundary(fun, theta, diagonal):
     if not len(indices):
         return theta, jnp.zeros(theta.shape, dtype=bool)
 
+    def value_if(small, point):  # a single fit skips evaluations that cannot snap
+        return jax.lax.cond(small, fun, lambda _: jnp.array(jnp.inf), point)
+
     def body(k, carry):
         theta, value, on_boundary = carry
         j = indices[k]
         candidate = theta.at[j].set(0.0)
-        cand_value = fun(candidate)
-        snap = (jnp.abs(theta[j]) < BOUNDARY_SNAP) & (cand_value <= value + BOUNDARY_RISE)
+        small = jnp.abs(theta[j]) < BOUNDARY_SNAP
+        cand_value = value_if(small, candidate)
+        snap = small & (cand_value <= value + BOUNDARY_RISE)
         return (
             jnp.where(snap, candidate, theta),
             jnp.where(snap, cand_value, value),
             on_boundary.at[j].set(snap),
         )
 
-    start = (theta, fun(theta), jnp.zeros(theta.shape, dtype=bool))
+    any_small = jnp.any(jnp.abs(theta[indices]) < BOUNDARY_SNAP)
+    start = (theta, value_if(any_small, theta), jnp.zeros(theta.shape, dtype=bool))
     theta, _, on_boundary = jax.lax.fori_loop(0, len(indices), body, start)
     return theta, on_boundary
 
