@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from formulaic import Formula
 
 from . import parameters
 from .design import model_matrix_for
@@ -43,8 +44,6 @@ def _selected_columns(fit, re_form) -> list[np.ndarray]:
 
 
 def _expr_terms(expr: str) -> list[str]:
-    from formulaic import Formula
-
     return [str(t) for t in Formula(expr)]
 
 
