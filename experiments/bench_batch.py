@@ -12,14 +12,11 @@ Timings are figures, not assertions.
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from rscript import run_rscript
 
 import jaxlmm
 
@@ -67,20 +64,8 @@ def time_batch(data, y):
 
 
 def lme4_refit_seconds(data, y):
-    if shutil.which("Rscript") is None:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = [Path(tmp) / name for name in ("data.csv", "y.csv", "bench.R")]
-        data[["Days", "Subject"]].to_csv(paths[0], index=False)
-        pd.DataFrame(y.T).to_csv(paths[1], index=False)
-        paths[2].write_text(R_SCRIPT)
-        result = subprocess.run(
-            ["Rscript", str(paths[2]), str(paths[0]), str(paths[1])], capture_output=True, text=True
-        )
-    if result.returncode != 0:
-        print(f"lme4 failed: {result.stderr.strip()[-300:]}")
-        return None
-    return float(result.stdout.strip().splitlines()[-1])
+    line = run_rscript(R_SCRIPT, [data[["Days", "Subject"]], pd.DataFrame(y.T)], [])
+    return None if line is None else float(line)
 
 
 def report(label, data, y, lme4_per_fit=None):

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
-import subprocess
-import tempfile
 import time
-from pathlib import Path
+
+from rscript import run_rscript
 
 import jaxlmm
 
@@ -51,24 +49,11 @@ def time_jaxlmm(data, formula, repeats):
     return first, statistics.median(warm), fit.objective
 
 
-def time_lme4(name, data, formula, repeats):
-    if shutil.which("Rscript") is None:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        csv, script = Path(tmp) / "data.csv", Path(tmp) / "bench.R"
-        data.to_csv(csv, index=False)
-        script.write_text(R_SCRIPT)
-        factors = ",".join(c for c in data.columns if str(data[c].dtype) == "category")
-        reps = str(repeats + 1)  # the first R call warms up lme4 too; the median absorbs it
-        result = subprocess.run(
-            ["Rscript", str(script), str(csv), formula, reps, factors],
-            capture_output=True,
-            text=True,
-        )
-    if result.returncode != 0:
-        print(f"  lme4 failed on {name}: {result.stderr.strip()[-300:]}")
-        return None
-    return json.loads(result.stdout.strip().splitlines()[-1])
+def time_lme4(data, formula, repeats):
+    factors = ",".join(c for c in data.columns if str(data[c].dtype) == "category")
+    reps = repeats + 1  # the first R call warms up lme4 too; the median absorbs it
+    line = run_rscript(R_SCRIPT, [data], [formula, reps, factors])
+    return None if line is None else json.loads(line)
 
 
 def main():
@@ -87,7 +72,7 @@ def main():
         repeats = args.repeats or repeats
         data = jaxlmm.datasets.load(name)
         first, warm, objective = time_jaxlmm(data, formula, repeats)
-        lme4 = None if args.skip_r else time_lme4(name, data, formula, repeats)
+        lme4 = None if args.skip_r else time_lme4(data, formula, repeats)
         if lme4 is None:
             print(f"{name:<12}{first:>13.3f}s{warm:>12.4f}s{'-':>11}{'-':>10}   {objective:.6f}")
             continue

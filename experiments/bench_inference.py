@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("JAXLMM_NO_CACHE", "1")  # first calls really compile
+
+from rscript import run_rscript  # noqa: E402
 
 import jaxlmm  # noqa: E402
 
@@ -58,21 +56,8 @@ def timed(fn, repeats):
 
 
 def time_r(data, repeats, nsim):
-    if shutil.which("Rscript") is None:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        csv, script = Path(tmp) / "data.csv", Path(tmp) / "bench.R"
-        data.to_csv(csv, index=False)
-        script.write_text(R_SCRIPT)
-        result = subprocess.run(
-            ["Rscript", str(script), str(csv), str(repeats), str(nsim)],
-            capture_output=True,
-            text=True,
-        )
-    if result.returncode != 0:
-        print(f"  R failed: {result.stderr.strip()[-300:]}")
-        return None
-    return [float(v) for v in result.stdout.split()]
+    line = run_rscript(R_SCRIPT, [data], [repeats, nsim])
+    return None if line is None else [float(v) for v in line.split()]
 
 
 def main():
