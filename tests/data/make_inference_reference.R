@@ -44,19 +44,21 @@ f1 <- Reaction ~ Days * half + (Days | Subject)
 m <- lmerTest::lmer(f1, sleep, REML=TRUE)
 L2 <- rbind(c(0, 1, 0, 0), c(0, 0, 1, 0))
 l1 <- c(0, 1, 0, 1)
-out$interaction <- c(basics(m, f1, TRUE), list(
-  anova_III_satterthwaite=an3(m, "Satterthwaite"),
-  anova_III_kenward_roger=an3(m, "Kenward-Roger"),
-  contrasts_type3=lapply(lmerTest:::get_contrasts_type3(m), mat),
+# contest (joint F) for L2 and contest1D for l1, with both ddf methods
+contrast_tests <- function(m) list(
   contest_L=lapply(seq_len(nrow(L2)), function(i) L2[i, ]),
   contest_satterthwaite=tab(contest(m, L2, ddf="Satterthwaite")),
   contest_kenward_roger=tab(contest(m, L2, ddf="Kenward-Roger")),
   contest1D_L=l1,
   contest1D_satterthwaite=tab(contest1D(m, l1, ddf="Satterthwaite")),
-  contest1D_kenward_roger=tab(contest1D(m, l1, ddf="Kenward-Roger")),
+  contest1D_kenward_roger=tab(contest1D(m, l1, ddf="Kenward-Roger")))
+out$interaction <- c(basics(m, f1, TRUE), list(
+  anova_III_satterthwaite=an3(m, "Satterthwaite"),
+  anova_III_kenward_roger=an3(m, "Kenward-Roger"),
+  contrasts_type3=lapply(lmerTest:::get_contrasts_type3(m), mat),
   vcovAdj=mat(pbkrtest::vcovAdj(m)),
   coef_satterthwaite=coefs(m, "Satterthwaite"),
-  coef_kenward_roger=coefs(m, "Kenward-Roger")))
+  coef_kenward_roger=coefs(m, "Kenward-Roger")), contrast_tests(m))
 
 ## 2. factor_fixed ----------------------------------------------------------
 f2 <- diameter ~ sample + (1 | plate)
@@ -133,19 +135,13 @@ out$unbalanced <- c(basics(m, f1, TRUE), list(
   dropped_rows_1based=drop_rows,
   anova_III_satterthwaite=an3(m, "Satterthwaite"),
   anova_III_kenward_roger=an3(m, "Kenward-Roger"),
-  contest_L=lapply(seq_len(nrow(L2)), function(i) L2[i, ]),
-  contest_satterthwaite=tab(contest(m, L2, ddf="Satterthwaite")),
-  contest_kenward_roger=tab(contest(m, L2, ddf="Kenward-Roger")),
   KRmodcomp_L=list(F_scaled=kr$test["Ftest", "stat"], F_unscaled=kr$test["FtestU", "stat"],
                    ndf=kr$test[1, "ndf"], ddf=kr$test[1, "ddf"],
                    F_scaling=kr$test["Ftest", "F.scaling"], A1=unname(kr$aux["A1"]),
                    A2=unname(kr$aux["A2"])),
-  contest1D_L=l1,
-  contest1D_satterthwaite=tab(contest1D(m, l1, ddf="Satterthwaite")),
-  contest1D_kenward_roger=tab(contest1D(m, l1, ddf="Kenward-Roger")),
   vcovAdj=mat(pbkrtest::vcovAdj(m)),
   coef_satterthwaite=coefs(m, "Satterthwaite"),
-  coef_kenward_roger=coefs(m, "Kenward-Roger")))
+  coef_kenward_roger=coefs(m, "Kenward-Roger")), contrast_tests(m))
 
 write(toJSON(out, digits=NA, auto_unbox=TRUE, pretty=TRUE, null="null", na="null"),
       "inference_reference.json")
