@@ -237,7 +237,7 @@ def _matrix(expr: str, data: _Columns, where: str):
     return values, names, spec
 
 
-def _fixed_terms(expr: str, spec, data: _Columns, kept: list[int]) -> tuple[FixedTerm, ...]:
+def _fixed_terms(expr: str, spec, kept: list[int]) -> tuple[FixedTerm, ...]:
     """The fixed part's terms (intercept excluded) with the kept X columns each owns."""
     position = {j: k for k, j in enumerate(kept)}
     terms = []
@@ -363,7 +363,7 @@ def build_design(formula: str | MixedFormula, data: pd.DataFrame, weights=None) 
         terms=tuple(terms),
         rows=data.index[keep],
         dropped_fixed=dropped,
-        fixed_terms=_fixed_terms(parsed.fixed, x_spec, columns, kept),
+        fixed_terms=_fixed_terms(parsed.fixed, x_spec, kept),
         fixed_spec=x_spec,
         kept_fixed=tuple(kept),
         data=columns,
