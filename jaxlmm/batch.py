@@ -26,7 +26,7 @@ from .design import Design, build_design
 from .errors import DataError, InferenceError, JaxlmmError
 from .fit import LinearMixedModelFit, fit_blocks, solve_jit
 from .formula import parse_formula
-from .inference import beta_covariance, ddf_method, varpar_deviance
+from .inference import beta_covariance, ddf_method, satterthwaite_df, varpar_deviance
 from .optimize import (
     CONVERGED,
     GRADIENT_NOT_SMALL,
@@ -360,11 +360,9 @@ class BatchFit:
             hessians.append(h[: len(index)])
             jacobians.append(j[: len(index)])
         vcov_varpar = 2 * np.linalg.pinv(np.concatenate(hessians), hermitian=True)
-        grads = np.diagonal(np.concatenate(jacobians), axis1=2, axis2=3)  # (B, k, p)
-        variance = self.sigma[fitted, None] ** 2 * np.diagonal(
-            self.solution.vcov_unscaled[fitted], axis1=1, axis2=2
-        )
-        return 2 * variance**2 / np.einsum("bkj,bkl,blj->bj", grads, vcov_varpar, grads)
+        vcov = self.sigma[fitted, None, None] ** 2 * self.solution.vcov_unscaled[fitted]
+        eye = np.eye(vcov.shape[-1])
+        return satterthwaite_df(eye, vcov, np.concatenate(jacobians), vcov_varpar)
 
     def coef_table(self, ddf: str = "satterthwaite", chunk_size: int = 512) -> pd.DataFrame:
         """Per response and coefficient: ``estimate, std_error, df, t_value, p_value``, indexed
@@ -398,17 +396,11 @@ class BatchFit:
     def variance_components(self) -> pd.DataFrame:
         """SDs and correlations per response, named as lme4's ``confint(oldNames = FALSE)``."""
         sizes = tuple(t.n_columns for t in self.design.terms)
-        covs = parameters.covariances(self.theta, sizes, self.sigma)
-        values = []
-        for term, cov in zip(self.design.terms, covs, strict=True):
-            sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
-            for i, j in zip(*parameters.tril_indices(term.n_columns), strict=True):
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    values.append(sd[:, i] if i == j else cov[:, i, j] / (sd[:, i] * sd[:, j]))
-        values.append(self.sigma)
+        values = jax.vmap(lambda theta, sigma: parameters.sdcor(theta, sigma, sizes))(
+            jnp.asarray(self.theta), jnp.asarray(self.sigma)
+        )
         names = parameters.sdcor_names(self.design.terms)
-        columns = dict(zip(names, values, strict=True))
-        return pd.DataFrame(columns, index=self.names)
+        return pd.DataFrame(np.asarray(values), index=self.names, columns=names)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per response: status, fit statistics, estimates, SEs, variance components."""

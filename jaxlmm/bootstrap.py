@@ -14,8 +14,6 @@ from .batch import fit_responses
 from .errors import InferenceError
 from .predict import simulate_responses
 
-START_FLOOR = 0.1  # refits start off theta = 0, where the gradient vanishes
-
 
 @dataclass(frozen=True, eq=False)
 class BootstrapResult:
@@ -41,8 +39,7 @@ def bootstrap(fit, nsim: int, seed=None, chunk_size: int = 512) -> BootstrapResu
     """Simulate ``nsim`` responses from ``fit`` and refit each (one vmapped batch)."""
     design = fit.design
     y = simulate_responses(fit, nsim, np.random.default_rng(seed))
-    diagonal = parameters.diagonal_mask(fit.blocks.sizes)
-    theta0 = np.where(diagonal & (np.abs(fit.theta) < START_FLOOR), START_FLOOR, fit.theta)
+    theta0 = parameters.off_boundary(fit.theta, fit.blocks.sizes)
     batch = fit_responses(
         design, y, list(range(nsim)), fit.reml, chunk_size, progress=False, theta0=theta0
     )

@@ -30,8 +30,9 @@ class ReTerm:
     expr: str = "1"  # the term's left-hand side, e.g. "1 + Days"
     spec: object = None  # formulaic ModelSpec that rebuilds z for new data (None: plain columns)
 
-    def new_codes(self, data: pd.DataFrame) -> np.ndarray:
-        """Level index of each row of new data; -1 for a level the fit has not seen."""
+    def new_levels(self, data: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+        """Level index of each row of new data (-1 for a level the fit has not seen) and the
+        row's level label, spelled as the fit spells its levels."""
         factors = self.group.split(":")
         missing = [f for f in factors if f not in data.columns]
         if missing:
@@ -39,7 +40,7 @@ class ReTerm:
         parts = [_labels(data[f]) for f in factors]
         labels = [":".join(row) for row in zip(*parts, strict=True)]
         index = {level: k for k, level in enumerate(self.levels)}
-        return np.array([index.get(label, -1) for label in labels], dtype=np.int64)
+        return np.array([index.get(label, -1) for label in labels], dtype=np.int64), labels
 
     @property
     def n_levels(self) -> int:

@@ -286,10 +286,11 @@ class LinearMixedModelFit:
         beta, vcov = self.fixef.to_numpy(), self.vcov.to_numpy()
         if ddf == "kenward-roger":
             kr = self._kenward_roger
-            dfs = [kr_ddf(row[None, :], vcov, kr) for row in contrasts]
+            dfs = [kr_ddf(row[None, :], vcov, kr)[0] for row in contrasts]
             vcov = kr.vcov_adjusted
         elif ddf == "satterthwaite":
-            dfs = [satterthwaite_df(row, self._derivatives, vcov) for row in contrasts]
+            d = self._derivatives
+            dfs = satterthwaite_df(contrasts, vcov, d.vcov_beta_jacobian, d.vcov_varpar)
         else:
             dfs = [np.nan] * len(contrasts)
         return t_table(contrasts, beta, vcov, dfs, index)
@@ -380,9 +381,11 @@ class LinearMixedModelFit:
 
     def ml_fit(self) -> LinearMixedModelFit:
         """This model fitted by maximum likelihood (itself when it already is)."""
-        if not self.reml:
-            return self
-        return _refit(self, reml=False)
+        return self._ml_fit
+
+    @cached_property
+    def _ml_fit(self) -> LinearMixedModelFit:
+        return _refit(self, reml=False) if self.reml else self
 
     def ranef(self, condvar: bool = False) -> dict[str, pd.DataFrame]:
         """Conditional modes per grouping factor (lme4's ``ranef``): levels x effect columns.

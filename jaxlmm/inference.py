@@ -20,7 +20,7 @@ from . import parameters
 from .crossprod import Blocks
 from .deviance import reduced_system
 from .errors import InferenceError
-from .kenward_roger import KenwardRoger, kr_ddf, kr_f_scaling
+from .kenward_roger import KenwardRoger, kr_ddf
 from .linalg import cholesky, spd_inverse
 
 
@@ -74,10 +74,7 @@ def varpar_derivatives(theta, sigma, blocks: Blocks, reml: bool) -> VarparDeriva
     hessian, jacobian, sdcor_jacobian = jax.device_get(
         _derivatives(jnp.asarray(varpar), blocks, reml)
     )
-    try:
-        vcov_varpar = 2 * np.linalg.inv(hessian)
-    except np.linalg.LinAlgError:
-        vcov_varpar = np.full_like(hessian, np.nan)
+    vcov_varpar = 2 * np.linalg.pinv(hessian, hermitian=True)  # the inverse where H is PD
     return VarparDerivatives(varpar, hessian, vcov_varpar, jacobian, sdcor_jacobian)
 
 
@@ -124,12 +121,13 @@ def contrast_matrix(contrast, names: list[str]) -> np.ndarray:
     return matrix
 
 
-def satterthwaite_df(row, derivs: VarparDerivatives, vcov: np.ndarray) -> float:
-    """Satterthwaite's df for the contrast ``row @ beta``: 2 var^2 / (g' A g) with
-    var = row' V row, g_k = row' dV/dvarpar_k row, A = vcov_varpar."""
-    variance = row @ vcov @ row
-    grad = np.einsum("i,kij,j->k", row, derivs.vcov_beta_jacobian, row)
-    return float(2 * variance**2 / (grad @ derivs.vcov_varpar @ grad))
+def satterthwaite_df(contrasts, vcov, vcov_jacobian, vcov_varpar) -> np.ndarray:
+    """Satterthwaite's df of each contrast row c: 2 var^2 / (g' A g) with var = c' V c,
+    g_k = c' dV/dvarpar_k c and A = vcov_varpar. ``vcov``, ``vcov_jacobian`` (k, p, p) and
+    ``vcov_varpar`` may carry a leading batch axis (one model per entry)."""
+    variance = np.einsum("qi,...ij,qj->...q", contrasts, vcov, contrasts)
+    grad = np.einsum("qi,...kij,qj->...qk", contrasts, vcov_jacobian, contrasts)
+    return 2 * variance**2 / np.einsum("...qk,...kl,...ql->...q", grad, vcov_varpar, grad)
 
 
 def t_table(contrasts: np.ndarray, beta, vcov, dfs, index) -> pd.DataFrame:
@@ -138,7 +136,7 @@ def t_table(contrasts: np.ndarray, beta, vcov, dfs, index) -> pd.DataFrame:
     se = np.sqrt(np.einsum("qi,ij,qj->q", contrasts, vcov, contrasts))
     t = estimate / se
     dfs = np.asarray(dfs, dtype=np.float64)
-    p = np.where(np.isnan(dfs), np.nan, 2 * stats.t.sf(np.abs(t), np.where(np.isnan(dfs), 1, dfs)))
+    p = 2 * stats.t.sf(np.abs(t), dfs)  # NaN where df is NaN
     return pd.DataFrame(
         {"estimate": estimate, "std_error": se, "df": dfs, "t_value": t, "p_value": p},
         index=index,
@@ -164,7 +162,7 @@ def satterthwaite_f(contrasts, beta, vcov, derivs: VarparDerivatives) -> dict:
     rank = int(np.sum(values > max(np.sqrt(np.finfo(float).eps) * values[0], 0)))
     rotated = vectors[:, :rank].T @ contrasts
     f_value = float(np.sum((rotated @ beta) ** 2 / values[:rank]) / rank)
-    nu = np.array([satterthwaite_df(row, derivs, vcov) for row in rotated])
+    nu = satterthwaite_df(rotated, vcov, derivs.vcov_beta_jacobian, derivs.vcov_varpar)
     den_df = combined_ddf(nu)
     return _f_result(rank, den_df, f_value, f_value)
 
@@ -189,6 +187,5 @@ def kenward_roger_f(contrasts, beta, vcov, kr: KenwardRoger) -> dict:
     rank = int(np.linalg.matrix_rank(contrasts))
     estimate = contrasts @ beta
     wald = estimate @ np.linalg.lstsq(contrasts @ kr.vcov_adjusted @ contrasts.T, estimate)[0]
-    den_df = kr_ddf(contrasts, vcov, kr)
-    scaling = kr_f_scaling(contrasts, vcov, kr, den_df)
+    den_df, scaling = kr_ddf(contrasts, vcov, kr)
     return _f_result(rank, den_df, scaling * wald / rank, wald / rank)

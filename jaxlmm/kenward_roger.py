@@ -100,13 +100,12 @@ def kenward_roger(design: Design, theta, sigma, vcov: np.ndarray) -> KenwardRoge
     q_re = np.empty((k, k) + phi.shape)
     ktr = np.empty((k, k))
     tr_dm = np.empty(k)
-    for i, (sl_i, ng_i, s_i) in enumerate(slices):
-        dm_i = _apply(patterns[i], m[sl_i], ng_i, s_i)  # rows of D_i M
-        tr_dm[i] = np.trace(dm_i[:, sl_i])
-        for j, (sl_j, ng_j, s_j) in enumerate(slices):
+    dm = [_apply(e, m[sl], ng, s) for e, (sl, ng, s) in zip(patterns, slices, strict=True)]
+    for i, (sl_i, _, _) in enumerate(slices):  # dm[i]: the rows of D_i M
+        tr_dm[i] = np.trace(dm[i][:, sl_i])
+        for j, (sl_j, _, _) in enumerate(slices):
             q_re[i, j] = dn[i].T @ m[sl_i, sl_j] @ dn[j]
-            dm_j = _apply(patterns[j], m[sl_j], ng_j, s_j)
-            ktr[i, j] = np.sum(dm_i[:, sl_j] * dm_j[:, sl_i].T)
+            ktr[i, j] = np.sum(dm[i][:, sl_j] * dm[j][:, sl_i].T)
 
     # The residual parameter s_0 = sigma^2 (G_0 = W^{-1}) by homogeneity.
     s0, n = sigma2, design.nobs
@@ -138,17 +137,15 @@ def kenward_roger(design: Design, theta, sigma, vcov: np.ndarray) -> KenwardRoge
     return KenwardRoger((adjusted + adjusted.T) / 2, p_all, w_mat)
 
 
-def _a1_a2(contrasts: np.ndarray, phi: np.ndarray, kr: KenwardRoger):
+def kr_ddf(contrasts: np.ndarray, phi: np.ndarray, kr: KenwardRoger) -> tuple[float, float]:
+    """Kenward-Roger denominator df for ``contrasts @ beta = 0`` (pbkrtest's ``Lb_ddf``) and
+    the multiplier of the Wald F statistic that matches its mean to F(q, df)'s, m / (m - 2):
+    m (1 - A2 / q) / (m - 2) (1 when the df are near 2, as pbkrtest)."""
+    q = np.linalg.matrix_rank(contrasts)
     theta = contrasts.T @ np.linalg.solve(contrasts @ phi @ contrasts.T, contrasts)
     u = np.einsum("ab,bc,icd,de->iae", theta, phi, kr.p_matrices, phi)
     traces = np.trace(u, axis1=1, axis2=2)
-    return traces @ kr.w @ traces, np.einsum("ij,iab,jba->", kr.w, u, u)
-
-
-def kr_ddf(contrasts: np.ndarray, phi: np.ndarray, kr: KenwardRoger) -> float:
-    """Kenward-Roger denominator df for ``contrasts @ beta = 0`` (pbkrtest's ``Lb_ddf``)."""
-    q = np.linalg.matrix_rank(contrasts)
-    a1, a2 = _a1_a2(contrasts, phi, kr)
+    a1, a2 = traces @ kr.w @ traces, np.einsum("ij,iab,jba->", kr.w, u, u)
     b = (a1 + 6 * a2) / (2 * q)
     g = ((q + 1) * a1 - (q + 4) * a2) / ((q + 2) * a2)
     denom = 3 * q + 2 * (1 - g)
@@ -158,14 +155,6 @@ def kr_ddf(contrasts: np.ndarray, phi: np.ndarray, kr: KenwardRoger) -> float:
     v1, v2 = 1 - c2 * b, 1 - c3 * b
     ratio = (1 - a2 / q) / v1 if v1 != 0 else 0.0
     rho = ratio**2 * v0 / (q * v2)
-    return float(4 + (q + 2) / (q * rho - 1))
-
-
-def kr_f_scaling(contrasts: np.ndarray, phi: np.ndarray, kr: KenwardRoger, den_df: float) -> float:
-    """Multiplier of the Wald F statistic that matches its mean to F(q, df)'s, m / (m - 2):
-    m (1 - A2 / q) / (m - 2) (1 when the df are near 2, as pbkrtest)."""
-    if abs(den_df - 2) < 1e-2:
-        return 1.0
-    q = np.linalg.matrix_rank(contrasts)
-    _, a2 = _a1_a2(contrasts, phi, kr)
-    return float(den_df * (1 - a2 / q) / (den_df - 2))
+    df = float(4 + (q + 2) / (q * rho - 1))
+    scaling = 1.0 if abs(df - 2) < 1e-2 else float(df * (1 - a2 / q) / (df - 2))
+    return df, scaling

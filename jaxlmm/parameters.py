@@ -49,6 +49,14 @@ def diagonal_mask(sizes: tuple[int, ...]) -> np.ndarray:
     return np.concatenate([tril_indices(s)[0] == tril_indices(s)[1] for s in sizes])
 
 
+def off_boundary(theta, sizes: tuple[int, ...], floor: float = 0.1) -> np.ndarray:
+    """``theta`` with diagonal entries below ``floor`` in size raised to it (NumPy). A start
+    for an optimiser: at a zero diagonal entry the criterion's gradient in it vanishes (the
+    criterion is even in each column of T), so an optimiser started there never leaves."""
+    theta = np.asarray(theta, dtype=np.float64)
+    return np.where(diagonal_mask(sizes) & (np.abs(theta) < floor), floor, theta)
+
+
 def canonical_theta(theta, sizes: tuple[int, ...]):
     """Flip the sign of each column of T whose diagonal is negative (T T' is unchanged)."""
     offsets = theta_offsets(sizes)

@@ -71,16 +71,10 @@ def predict(fit, newdata=None, re_form=None, allow_new_levels: bool = False) -> 
     for term, b, cols in zip(design.terms, effects, selected, strict=True):
         if not len(cols):
             continue
-        codes = term.new_codes(newdata)
+        codes, labels = term.new_levels(newdata)
         new = codes < 0
         if np.any(new) and not allow_new_levels:
-            labels = sorted(
-                {
-                    label
-                    for label, unseen in zip(_group_values(term, newdata), new, strict=True)
-                    if unseen
-                }
-            )
+            labels = sorted({labels[k] for k in np.flatnonzero(new)})
             raise InferenceError(
                 f"new level(s) {labels[:5]} of grouping factor {term.group!r}; "
                 "use allow_new_levels=True to predict them at the population level"
@@ -91,11 +85,6 @@ def predict(fit, newdata=None, re_form=None, allow_new_levels: bool = False) -> 
         contribution = np.sum(z[:, cols] * b[np.maximum(codes, 0)][:, cols], axis=1)
         values = values + np.where(new, 0.0, contribution)
     return pd.Series(values, index=newdata.index)
-
-
-def _group_values(term, data: pd.DataFrame) -> list[str]:
-    columns = [data[f].astype(str) for f in term.group.split(":")]
-    return [":".join(row) for row in zip(*columns, strict=True)]
 
 
 def simulate_responses(fit, nsim: int, rng: np.random.Generator) -> np.ndarray:

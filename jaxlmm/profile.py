@@ -170,12 +170,6 @@ def _fixed_bounds(ml, z: float) -> np.ndarray:
         return np.zeros(0)
     js = np.repeat(np.arange(p), 2)
     sides = np.tile([-1.0, 1.0], p)
-    diagonal = parameters.diagonal_mask(ml.blocks.sizes)
-    theta_floor = 0.05
-
-    def lift_theta(free):
-        return np.where(diagonal & (np.abs(free) < theta_floor), theta_floor, free)
-
     return _search(
         lambda free, x: _fixed_step(ml.blocks, free, js, x),
         np.tile(ml.theta, (2 * p, 1)),
@@ -185,7 +179,7 @@ def _fixed_bounds(ml, z: float) -> np.ndarray:
         np.full(2 * p, np.inf),
         z,
         ml.objective,
-        lift_theta,
+        partial(parameters.off_boundary, sizes=ml.blocks.sizes, floor=0.05),
     )
 
 
