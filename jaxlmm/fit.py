@@ -16,7 +16,7 @@ from scipy import stats
 from . import parameters
 from .crossprod import Blocks, cross_products
 from .design import Design, build_design
-from .deviance import objective
+from .deviance import objective, value_grad_hess
 from .errors import ConvergenceWarning, InferenceError
 from .inference import (
     VarparDerivatives,
@@ -29,7 +29,7 @@ from .inference import (
     varpar_derivatives,
 )
 from .kenward_roger import KenwardRoger, kenward_roger, kr_ddf
-from .optimize import CONVERGED, STATUS_MESSAGES, OptResult, minimize
+from .optimize import CONVERGED, STATUS_MESSAGES, Criterion, OptResult, minimize
 from .solution import Solution, conditional_covariances, solve
 
 SINGULAR_TOL = 1e-4  # lme4's isSingular tolerance on the diagonal of T
@@ -44,7 +44,12 @@ def fit_blocks(
     Pure; ``batched=True`` when it runs under ``vmap`` (see :func:`optimize.minimize`).
     """
     diagonal = parameters.diagonal_mask(blocks.sizes)
-    result = minimize(lambda th: objective(th, blocks, reml), theta0, diagonal, batched)
+    criterion = Criterion(
+        partial(objective, blocks=blocks, reml=reml),
+        partial(jax.value_and_grad(objective), blocks=blocks, reml=reml),
+        partial(value_grad_hess, blocks=blocks, reml=reml),
+    )
+    result = minimize(criterion, theta0, diagonal, batched)
     theta = parameters.canonical_theta(result.theta, blocks.sizes)
     return result._replace(theta=theta), solve(theta, blocks)
 

@@ -47,11 +47,18 @@ def batched_upper_solve(low, b):
     return jnp.stack(rows, -2)
 
 
+def spd_inverse_and_logdet(a):
+    """Inverse and log-determinant of a symmetric positive-definite matrix (NaN if not PD)."""
+    low = jnp.linalg.cholesky(a)
+    inv_low = solve_triangular(low, jnp.eye(a.shape[-1]), lower=True)
+    inv = solve_triangular(low, inv_low, lower=True, trans=1)  # two solves beat inv_low' inv_low
+    return inv, 2 * jnp.sum(jnp.log(jnp.diag(low)))
+
+
 @jax.custom_jvp
 def spd_inverse(a):
     """Inverse of a symmetric positive-definite matrix (NaN where ``a`` is not PD)."""
-    inv_low = solve_triangular(jnp.linalg.cholesky(a), jnp.eye(a.shape[-1]), lower=True)
-    return inv_low.T @ inv_low
+    return spd_inverse_and_logdet(a)[0]
 
 
 @spd_inverse.defjvp

@@ -6,6 +6,7 @@ are reported as status codes in the result, never raised.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
 
@@ -45,19 +46,27 @@ class OptResult(NamedTuple):
     status: jax.Array
 
 
-def _value_grad_hess(fun):
-    """theta -> (value, gradient, Hessian), the Hessian by forward over reverse mode."""
+class Criterion(NamedTuple):
+    """A smooth function of theta with its derivatives, each a pure JAX function of theta."""
+
+    value: Callable
+    value_and_grad: Callable  # theta -> (value, gradient)
+    value_grad_hess: Callable  # theta -> (value, gradient, Hessian)
+
+
+def autodiff(fun) -> Criterion:
+    """``fun`` with derivatives by JAX autodiff, the Hessian by forward over reverse mode."""
     value_and_grad = jax.value_and_grad(fun)
 
     def grad_and_aux(theta):
         value, grad = value_and_grad(theta)
         return grad, (value, grad)
 
-    def derivatives(theta):
+    def value_grad_hess(theta):
         hess, (value, grad) = jax.jacfwd(grad_and_aux, has_aux=True)(theta)
         return value, grad, hess
 
-    return derivatives
+    return Criterion(fun, value_and_grad, value_grad_hess)
 
 
 class _BfgsState(NamedTuple):
@@ -66,32 +75,8 @@ class _BfgsState(NamedTuple):
     grad: jax.Array
     inv_hess: jax.Array  # approximation of the inverse Hessian
     step: jax.Array  # step length to try along the next direction
-    iteration: jax.Array
+    iteration: jax.Array  # trial points evaluated
     done: jax.Array
-
-
-def _backtrack(fun, theta, value, slope, direction, max_steps=20, c1=1e-4):
-    """Armijo backtracking along ``direction`` from step 1, by safeguarded quadratic steps.
-
-    Trial points cost one evaluation of ``fun`` each, no gradient. Returns the accepted
-    point, or ``theta`` itself when no step decreases ``fun``.
-    """
-
-    def rejected(carry):
-        step, trial_value, k = carry
-        ok = jnp.isfinite(trial_value) & (trial_value <= value + c1 * step * slope)
-        return ~ok & (k < max_steps)
-
-    def shrink(carry):
-        step, trial_value, k = carry
-        new_step = _shrunk_step(step, trial_value, value, slope)
-        return new_step, fun(theta + new_step * direction), k + 1
-
-    step, trial_value, _ = jax.lax.while_loop(
-        rejected, shrink, (jnp.ones(()), fun(theta + direction), jnp.zeros((), jnp.int32))
-    )
-    found = jnp.isfinite(trial_value) & (trial_value <= value + c1 * step * slope)
-    return jnp.where(found, theta + step * direction, theta)
 
 
 def _shrunk_step(step, trial_value, value, slope):
@@ -105,28 +90,21 @@ def _shrunk_step(step, trial_value, value, slope):
     )
 
 
-def bfgs(fun, theta0, max_iter, gtol, batched, ftol=1e-12, first_step=0.5, max_step=1.0, c1=1e-4):
-    """BFGS with a dense inverse-Hessian approximation (theta is small) and Armijo steps.
+def bfgs(criterion: Criterion, theta0, max_iter, gtol, start=None, first_step=0.5, max_step=1.0):
+    """BFGS with a dense inverse-Hessian approximation (theta is small).
 
-    Alone, an iteration backtracks with values only and then takes the gradient at the
-    accepted point; the first iteration only evaluates ``theta0`` (a zero step accepted against
-    an infinite value, so fun and its gradient are traced once) and the first real step moves
-    at most ``first_step`` in any coordinate. ``batched`` (for ``vmap``, where every response
-    pays for the slowest): BFGS starts from the exact inverse Hessian at ``theta0`` (when it is
-    positive definite), which saves more iterations than the Hessian costs, and an iteration
-    evaluates value and gradient at exactly one trial point, a rejection shrinking the step for
-    the next iteration, so no response waits for another's line search. Steps move at most
-    ``max_step`` in any coordinate: far from the optimum the criterion is far from quadratic.
+    It starts from the exact inverse Hessian at ``theta0`` (``start`` = (value, gradient,
+    Hessian) there, when already known) when that is positive definite,
+    which saves more iterations than the Hessian costs; otherwise from a scaled identity (the
+    first step moves at most ``first_step`` in any coordinate). An iteration evaluates value
+    and gradient at exactly one trial point, kept if it lowers the criterion enough (Armijo),
+    else the step shrinks for the next iteration: under ``vmap`` no fit waits for another's
+    line search, and alone no point is evaluated twice. Steps move at most ``max_step`` in any
+    coordinate: far from the optimum the criterion is far from quadratic.
     """
     n = theta0.shape[0]
     eye = jnp.eye(n)
-    value_and_grad = jax.value_and_grad(fun)
-
-    def scaled_identity(grad):  # the first step moves at most first_step in any coordinate
-        return eye * first_step / jnp.maximum(jnp.max(jnp.abs(grad)), 1e-12)
-
-    def rescale(state):  # Shanno-Phua scaling after the first step from the identity
-        return (state.iteration == 1) & (not batched)
+    c1, ftol = 1e-4, 1e-12
 
     def body(state):
         direction = -state.inv_hess @ state.grad
@@ -135,32 +113,21 @@ def bfgs(fun, theta0, max_iter, gtol, batched, ftol=1e-12, first_step=0.5, max_s
         cap = jnp.minimum(1.0, max_step / jnp.maximum(jnp.max(jnp.abs(direction)), 1e-300))
         direction = cap * direction
         slope = direction @ state.grad
-        if batched:
-            trial = state.theta + state.step * direction
-        else:
-            trial = _backtrack(fun, state.theta, state.value, slope, direction)
-        value, grad = value_and_grad(trial)
-        accept = jnp.isfinite(value)
-        if batched:  # alone, backtracking has already ensured the decrease (or kept theta)
-            accept &= value <= state.value + c1 * state.step * slope
+        trial = state.theta + state.step * direction
+        value, grad = criterion.value_and_grad(trial)
+        accept = jnp.isfinite(value) & (value <= state.value + c1 * state.step * slope)
 
-        first = state.iteration == 0
         s, y = trial - state.theta, grad - state.grad
         sy = s @ y
-        inv_hess = jnp.where(
-            first,
-            scaled_identity(grad),
-            jnp.where(rescale(state), eye * sy / (y @ y), state.inv_hess),
-        )
         rho = 1.0 / sy
-        update = (eye - rho * jnp.outer(s, y)) @ inv_hess @ (eye - rho * jnp.outer(y, s))
+        update = (eye - rho * jnp.outer(s, y)) @ state.inv_hess @ (eye - rho * jnp.outer(y, s))
         update = update + rho * jnp.outer(s, s)
-        curvature_ok = ~first & (sy > 1e-12 * jnp.sqrt((s @ s) * (y @ y)))
-        inv_hess = jnp.where(curvature_ok, update, inv_hess)
+        curvature_ok = sy > 1e-12 * jnp.sqrt((s @ s) * (y @ y))
+        inv_hess = jnp.where(curvature_ok, update, state.inv_hess)
 
         shrunk = _shrunk_step(state.step, value, state.value, slope)
         # Stop when a step no longer lowers fun beyond rounding (its noise is ~1e-14 relative).
-        stalled = ~first & (state.value - value <= ftol * (1 + jnp.abs(value)))
+        stalled = state.value - value <= ftol * (1 + jnp.abs(value))
         done = jnp.where(accept, stalled | (jnp.max(jnp.abs(grad)) < gtol), shrunk < 1e-10)
         pick = partial(jnp.where, accept)
         return _BfgsState(
@@ -173,21 +140,20 @@ def bfgs(fun, theta0, max_iter, gtol, batched, ftol=1e-12, first_step=0.5, max_s
             done,
         )
 
-    one, no = jnp.ones(()), jnp.array(False)
-    if batched:
-        value, grad, hess = _value_grad_hess(fun)(theta0)
-        newton = cho_solve(cholesky(hess), eye)
-        inv_hess = jnp.where(jnp.all(jnp.isfinite(newton)), newton, scaled_identity(grad))
-        start = _BfgsState(theta0, value, grad, inv_hess, one, jnp.ones((), jnp.int32), no)
-    else:
-        zero = jnp.zeros((), jnp.int32)
-        start = _BfgsState(theta0, jnp.array(jnp.inf), jnp.zeros(n), eye, one, zero, no)
-    state = jax.lax.while_loop(lambda st: ~st.done & (st.iteration < max_iter), body, start)
+    value, grad, hess = criterion.value_grad_hess(theta0) if start is None else start
+    newton = cho_solve(cholesky(hess), eye)
+    exact = jnp.all(jnp.isfinite(newton))
+    scaled_identity = eye * first_step / jnp.maximum(jnp.max(jnp.abs(grad)), 1e-12)
+    inv_hess = jnp.where(exact, newton, scaled_identity)
+    zero, stop = jnp.zeros((), jnp.int32), ~jnp.isfinite(value)
+    state = _BfgsState(theta0, value, grad, inv_hess, jnp.ones(()), zero, stop)
+    state = jax.lax.while_loop(lambda st: ~st.done & (st.iteration < max_iter), body, state)
     return state.theta, state.iteration
 
 
-def _snap_to_boundary(fun, theta, diagonal):
-    """Try each small diagonal entry at exactly 0; keep it there if fun rises by at most a hair."""
+def _snap_to_boundary(fun, theta, diagonal, enabled=True):
+    """Try each small diagonal entry at exactly 0; keep it there if fun rises by at most a hair.
+    ``enabled`` (may be traced) turns the whole step off."""
     indices = jnp.asarray(diagonal.nonzero()[0])
     if not len(indices):
         return theta, jnp.zeros(theta.shape, dtype=bool)
@@ -199,7 +165,7 @@ def _snap_to_boundary(fun, theta, diagonal):
         theta, value, on_boundary = carry
         j = indices[k]
         candidate = theta.at[j].set(0.0)
-        small = jnp.abs(theta[j]) < BOUNDARY_SNAP
+        small = enabled & (jnp.abs(theta[j]) < BOUNDARY_SNAP)
         cand_value = value_if(small, candidate)
         snap = small & (cand_value <= value + BOUNDARY_RISE)
         return (
@@ -208,7 +174,7 @@ def _snap_to_boundary(fun, theta, diagonal):
             on_boundary.at[j].set(snap),
         )
 
-    any_small = jnp.any(jnp.abs(theta[indices]) < BOUNDARY_SNAP)
+    any_small = enabled & jnp.any(jnp.abs(theta[indices]) < BOUNDARY_SNAP)
     start = (theta, value_if(any_small, theta), jnp.zeros(theta.shape, dtype=bool))
     theta, _, on_boundary = jax.lax.fori_loop(0, len(indices), body, start)
     return theta, on_boundary
@@ -222,55 +188,66 @@ class _Derivatives(NamedTuple):
     step: jax.Array  # Newton step H^{-1} g on the free coordinates
 
 
-def _newton_polish(fun, theta, free, max_steps):
-    """Exact Newton steps on the free coordinates while the step exceeds POLISH_TOL.
+class _Round(NamedTuple):
+    k: jax.Array
+    point: jax.Array  # where this round evaluates the derivatives
+    theta: jax.Array  # the best point so far ...
+    d: _Derivatives  # ... and the derivatives there
+    on_boundary: jax.Array
+    iterations: jax.Array
+    done: jax.Array
 
-    A step is kept only if it does not raise fun. Returns theta and the derivatives at it,
-    which the convergence check reuses (the Hessian is traced once, inside the loop).
+
+def minimize(criterion: Criterion, theta0, diagonal, batched=False, gtol=1e-6) -> OptResult:
+    """Minimise ``criterion`` from ``theta0``; ``diagonal`` (NumPy bool) marks entries bounded
+    at 0.
+
+    Each round evaluates the exact derivatives at one point (so the Hessian is traced once).
+    Round 0, at ``theta0``, runs BFGS from there, then tries small diagonal entries at exactly
+    0; later rounds take exact Newton steps on the free coordinates while the step exceeds
+    POLISH_TOL, keeping a step only if it does not raise the criterion. The derivatives at the
+    last point kept give the convergence status. ``batched=True`` shapes the loops for
+    ``vmap``, where every response pays for the slowest: fewer BFGS iterations and no Newton
+    steps; the exact check at the end still tells which responses did not converge.
     """
-    value_grad_hess = _value_grad_hess(fun)
-    both = free[:, None] & free[None, :]
-    eye = jnp.eye(theta.shape[0])
+    max_iter, newton_steps = BATCHED_ITERATIONS if batched else (500, 2)
+    n = theta0.shape[0]
+    eye = jnp.eye(n)
 
-    def derivatives(theta):
-        value, grad, hess = value_grad_hess(theta)
-        chol = cholesky(jnp.where(both, hess, eye))
+    def derivatives(theta, free):
+        value, grad, hess = criterion.value_grad_hess(theta)
+        chol = cholesky(jnp.where(free[:, None] & free[None, :], hess, eye))
         step = cho_solve(chol, jnp.where(free, grad, 0.0))
         return _Derivatives(value, grad, hess, chol, step)
 
-    def keep_going(carry):
-        k, _, d, stop = carry
-        return (k == 0) | (~stop & (k <= max_steps) & (jnp.max(jnp.abs(d.step)) > POLISH_TOL))
-
-    def body(carry):
-        k, theta, d, _ = carry
-        candidate = jnp.where((k > 0) & jnp.all(jnp.isfinite(d.step)), theta - d.step, theta)
-        new = derivatives(candidate)
-        accept = (k == 0) | (jnp.isfinite(new.value) & (new.value <= d.value))
+    def body(r: _Round):
+        new = derivatives(r.point, ~r.on_boundary)
+        first = r.k == 0
+        accept = (r.k <= 1) | (jnp.isfinite(new.value) & (new.value <= r.d.value))
         pick = partial(jnp.where, accept)
-        return k + 1, pick(candidate, theta), jax.tree.map(pick, new, d), ~accept
+        theta, d = pick(r.point, r.theta), jax.tree.map(pick, new, r.d)
+        found, iterations = bfgs(
+            criterion, theta, jnp.where(first, max_iter, 0), gtol, (d.value, d.grad, d.hess)
+        )
+        found, on_boundary = _snap_to_boundary(criterion.value, found, diagonal, enabled=first)
+        newton = jnp.where(jnp.all(jnp.isfinite(d.step)), theta - d.step, theta)
+        more = accept & (r.k <= newton_steps) & (jnp.max(jnp.abs(d.step)) > POLISH_TOL)
+        return _Round(
+            r.k + 1,
+            jnp.where(first, found, newton),
+            theta,
+            d,
+            jnp.where(first, on_boundary, r.on_boundary),
+            r.iterations + iterations,
+            ~(first | more),
+        )
 
-    n = theta.shape[0]
     nan = jnp.full(n, jnp.nan)
-    start = _Derivatives(jnp.array(jnp.inf), nan, jnp.full((n, n), jnp.nan), eye, nan)
-    _, theta, d, _ = jax.lax.while_loop(
-        keep_going, body, (jnp.zeros((), jnp.int32), theta, start, jnp.array(False))
-    )
-    return theta, d
-
-
-def minimize(fun, theta0, diagonal, batched=False, gtol=1e-6) -> OptResult:
-    """Minimise ``fun`` from ``theta0``; ``diagonal`` (NumPy bool) marks entries bounded at 0.
-
-    ``batched=True`` shapes the loops for ``vmap``, where every response pays for the slowest:
-    BFGS from the exact inverse Hessian with one trial point per iteration (see :func:`_bfgs`),
-    capped at fewer iterations and with no Newton polish; the exact check at the end still
-    tells which responses did not converge.
-    """
-    max_iter, newton_steps = BATCHED_ITERATIONS if batched else (500, 2)
-    theta, iterations = bfgs(fun, theta0, max_iter, gtol, batched)
-    theta, on_boundary = _snap_to_boundary(fun, theta, diagonal)
-    theta, d = _newton_polish(fun, theta, ~on_boundary, newton_steps)
+    nothing = _Derivatives(jnp.array(jnp.inf), nan, jnp.full((n, n), jnp.nan), eye, nan)
+    no, zero = jnp.zeros(n, dtype=bool), jnp.zeros((), jnp.int32)
+    start = _Round(zero, theta0, theta0, nothing, no, zero, jnp.array(False))
+    r = jax.lax.while_loop(lambda r: ~r.done, body, start)
+    d = r.d
     small_step = jnp.max(jnp.abs(d.step)) <= SCALED_GRADIENT_TOL
     status = jnp.where(
         ~jnp.isfinite(d.value),
@@ -281,4 +258,4 @@ def minimize(fun, theta0, diagonal, batched=False, gtol=1e-6) -> OptResult:
             jnp.where(small_step, CONVERGED, GRADIENT_NOT_SMALL),
         ),
     )
-    return OptResult(theta, d.value, d.grad, d.hess, on_boundary, iterations, status)
+    return OptResult(r.theta, d.value, d.grad, d.hess, r.on_boundary, r.iterations, status)

@@ -23,7 +23,7 @@ from . import parameters
 from .crossprod import Blocks
 from .deviance import objective
 from .inference import varpar_deviance
-from .optimize import bfgs
+from .optimize import autodiff, bfgs
 
 MAX_STEPS = 30  # Newton steps on zeta per bound
 MAX_ITERATIONS, GTOL = 100, 1e-6  # BFGS for the other parameters at each step
@@ -69,7 +69,7 @@ def _optimise_all(deviance, free0, js, xs):
     the previous step's optimum, and compiling a Hessian costs more than it saves here)."""
 
     def one(free0, j, x):
-        free, _ = bfgs(lambda f: deviance(f, j, x), free0, MAX_ITERATIONS, GTOL, batched=False)
+        free, _ = bfgs(autodiff(lambda f: deviance(f, j, x)), free0, MAX_ITERATIONS, GTOL)
         value, slope = jax.value_and_grad(deviance, argnums=2)(free, j, x)
         return free, value, slope
 
