@@ -79,17 +79,19 @@ class RowStructure:
 
 
 def _pairs(level: np.ndarray, row: np.ndarray, mz: int):
-    """All entry pairs that share a term-1 level (lower triangle of rows), sorted by target."""
+    """All entry pairs that share a term-1 level (lower triangle of rows), sorted by target.
+
+    Entries come sorted by (level, row), so each entry pairs with the entries of its level
+    from the first up to itself.
+    """
     counts = np.bincount(level, minlength=level.max(initial=-1) + 1)
     starts = np.cumsum(counts) - counts
-    reps = counts[level]
-    first = np.repeat(np.arange(len(level)), reps)
-    block_start = np.repeat(np.cumsum(reps) - reps, reps)
-    second = starts[level[first]] + np.arange(len(first)) - block_start
-    lower = row[first] >= row[second]
-    first, second = first[lower], second[lower]
+    entries = np.arange(len(level))
+    reps = entries - starts[level] + 1
+    first = np.repeat(entries, reps)
+    second = np.arange(len(first)) - np.repeat(np.cumsum(reps) - reps - starts[level], reps)
     index_type = np.int32 if mz * mz < 2**31 else np.int64
-    target = (row[first] * mz + row[second]).astype(index_type)
+    target = (row[first].astype(index_type) * mz + row[second]).astype(index_type)
     order = np.argsort(target)  # sorted segment ids make the scatter-add faster
     first, second = first[order], second[order]
     return first, second, level[first], target[order]

@@ -156,8 +156,7 @@ def _factor_codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:
     """Codes and level labels of a grouping column, treated as a factor with R's level order."""
     if isinstance(column.dtype, pd.CategoricalDtype):
         used, codes = np.unique(column.cat.codes.to_numpy(), return_inverse=True)
-        categories = column.cat.categories
-        return codes.reshape(-1), [str(categories[k]) for k in used]
+        return codes.reshape(-1), column.cat.categories[used].astype(str).tolist()
     values = column.to_numpy()
     if values.dtype.kind in "biuf":
         uniques, codes = np.unique(values, return_inverse=True)

@@ -126,8 +126,10 @@ def bfgs(criterion: Criterion, theta0, max_iter, gtol, start=None, first_step=0.
         inv_hess = jnp.where(curvature_ok, update, state.inv_hess)
 
         shrunk = _shrunk_step(state.step, value, state.value, slope)
-        # Stop when a step no longer lowers fun beyond rounding (its noise is ~1e-14 relative).
-        stalled = state.value - value <= ftol * (1 + jnp.abs(value))
+        # Stop when a step no longer lowers fun beyond rounding (its noise is ~1e-14 relative),
+        # or when the next step is not expected to (its predicted decrease is below that).
+        noise = ftol * (1 + jnp.abs(value))
+        stalled = (state.value - value <= noise) | (grad @ inv_hess @ grad <= 2 * noise)
         done = jnp.where(accept, stalled | (jnp.max(jnp.abs(grad)) < gtol), shrunk < 1e-10)
         pick = partial(jnp.where, accept)
         return _BfgsState(
