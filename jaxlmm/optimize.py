@@ -90,13 +90,14 @@ def _shrunk_step(step, trial_value, value, slope):
     )
 
 
-def bfgs(criterion: Criterion, theta0, max_iter, gtol, start=None, first_step=0.5, max_step=1.0):
+def bfgs(value_and_grad, theta0, max_iter, gtol, start=None, first_step=0.5, max_step=1.0):
     """BFGS with a dense inverse-Hessian approximation (theta is small).
 
-    It starts from the exact inverse Hessian at ``theta0`` (``start`` = (value, gradient,
-    Hessian) there, when already known) when that is positive definite,
-    which saves more iterations than the Hessian costs; otherwise from a scaled identity (the
-    first step moves at most ``first_step`` in any coordinate). An iteration evaluates value
+    Given ``start`` = (value, gradient, Hessian) at ``theta0``, it starts from the exact inverse
+    Hessian when that is positive definite (which saves more iterations than the Hessian costs),
+    else from a scaled identity whose first step moves at most ``first_step`` in any coordinate;
+    without ``start``, from the scaled identity after a first iteration that only evaluates
+    ``theta0`` (so ``value_and_grad`` is traced once). An iteration evaluates value
     and gradient at exactly one trial point, kept if it lowers the criterion enough (Armijo),
     else the step shrinks for the next iteration: under ``vmap`` no fit waits for another's
     line search, and alone no point is evaluated twice. Steps move at most ``max_step`` in any
@@ -106,6 +107,9 @@ def bfgs(criterion: Criterion, theta0, max_iter, gtol, start=None, first_step=0.
     eye = jnp.eye(n)
     c1, ftol = 1e-4, 1e-12
 
+    def scaled_identity(grad):
+        return eye * first_step / jnp.maximum(jnp.max(jnp.abs(grad)), 1e-12)
+
     def body(state):
         direction = -state.inv_hess @ state.grad
         descent = direction @ state.grad < 0
@@ -114,7 +118,7 @@ def bfgs(criterion: Criterion, theta0, max_iter, gtol, start=None, first_step=0.
         direction = cap * direction
         slope = direction @ state.grad
         trial = state.theta + state.step * direction
-        value, grad = criterion.value_and_grad(trial)
+        value, grad = value_and_grad(trial)
         accept = jnp.isfinite(value) & (value <= state.value + c1 * state.step * slope)
 
         s, y = trial - state.theta, grad - state.grad
@@ -124,6 +128,8 @@ def bfgs(criterion: Criterion, theta0, max_iter, gtol, start=None, first_step=0.
         update = update + rho * jnp.outer(s, s)
         curvature_ok = sy > 1e-12 * jnp.sqrt((s @ s) * (y @ y))
         inv_hess = jnp.where(curvature_ok, update, state.inv_hess)
+        if start is None:
+            inv_hess = jnp.where(state.iteration == 0, scaled_identity(grad), inv_hess)
 
         shrunk = _shrunk_step(state.step, value, state.value, slope)
         # Stop when a step no longer lowers fun beyond rounding (its noise is ~1e-14 relative),
@@ -142,13 +148,14 @@ def bfgs(criterion: Criterion, theta0, max_iter, gtol, start=None, first_step=0.
             done,
         )
 
-    value, grad, hess = criterion.value_grad_hess(theta0) if start is None else start
-    newton = cho_solve(cholesky(hess), eye)
-    exact = jnp.all(jnp.isfinite(newton))
-    scaled_identity = eye * first_step / jnp.maximum(jnp.max(jnp.abs(grad)), 1e-12)
-    inv_hess = jnp.where(exact, newton, scaled_identity)
-    zero, stop = jnp.zeros((), jnp.int32), ~jnp.isfinite(value)
-    state = _BfgsState(theta0, value, grad, inv_hess, jnp.ones(()), zero, stop)
+    zero, one = jnp.zeros((), jnp.int32), jnp.ones(())
+    if start is None:  # a zero first step, accepted against an infinite value
+        state = _BfgsState(theta0, jnp.inf * one, jnp.zeros(n), eye, one, zero, jnp.array(False))
+    else:
+        value, grad, hess = start
+        newton = cho_solve(cholesky(hess), eye)
+        inv_hess = jnp.where(jnp.all(jnp.isfinite(newton)), newton, scaled_identity(grad))
+        state = _BfgsState(theta0, value, grad, inv_hess, one, zero, ~jnp.isfinite(value))
     state = jax.lax.while_loop(lambda st: ~st.done & (st.iteration < max_iter), body, state)
     return state.theta, state.iteration
 
@@ -229,7 +236,11 @@ def minimize(criterion: Criterion, theta0, diagonal, batched=False, gtol=1e-6) -
         pick = partial(jnp.where, accept)
         theta, d = pick(r.point, r.theta), jax.tree.map(pick, new, r.d)
         found, iterations = bfgs(
-            criterion, theta, jnp.where(first, max_iter, 0), gtol, (d.value, d.grad, d.hess)
+            criterion.value_and_grad,
+            theta,
+            jnp.where(first, max_iter, 0),
+            gtol,
+            start=(d.value, d.grad, d.hess),
         )
         found, on_boundary = _snap_to_boundary(criterion.value, found, diagonal, enabled=first)
         newton = jnp.where(jnp.all(jnp.isfinite(d.step)), theta - d.step, theta)

@@ -23,7 +23,7 @@ from . import parameters
 from .crossprod import Blocks
 from .deviance import objective
 from .inference import varpar_deviance
-from .optimize import autodiff, bfgs
+from .optimize import bfgs
 
 MAX_STEPS = 30  # Newton steps on zeta per bound
 MAX_ITERATIONS, GTOL = 100, 1e-6  # BFGS for the other parameters at each step
@@ -65,11 +65,12 @@ def _fixed_deviance(theta, j, x, blocks: Blocks):
 
 def _optimise_all(deviance, free0, js, xs):
     """Minimise ``deviance(free, j, x)`` over ``free`` for every (j, x); the deviance and its
-    derivative in x at each optimum. BFGS with line searches (no Hessian: each start is
-    the previous step's optimum, and compiling a Hessian costs more than it saves here)."""
+    derivative in x at each optimum. BFGS without a Hessian (each start is the previous
+    step's optimum, and compiling a Hessian costs more than it saves here)."""
 
     def one(free0, j, x):
-        free, _ = bfgs(autodiff(lambda f: deviance(f, j, x)), free0, MAX_ITERATIONS, GTOL)
+        fun = partial(deviance, j=j, x=x)
+        free, _ = bfgs(jax.value_and_grad(fun), free0, MAX_ITERATIONS, GTOL)
         value, slope = jax.value_and_grad(deviance, argnums=2)(free, j, x)
         return free, value, slope
 
