@@ -4,6 +4,8 @@ invariances, and autodiff against finite differences.
 The layouts are fixed (so compiled code is reused); hypothesis draws the data and theta.
 """
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,7 +16,7 @@ import jaxlmm
 from jaxlmm import parameters
 from jaxlmm.crossprod import cross_products
 from jaxlmm.design import build_design
-from jaxlmm.deviance import objective
+from jaxlmm.deviance import objective, value_grad_hess
 
 FORMULA = "y ~ x + (x | g) + (1 | h)"
 N = 48
@@ -90,6 +92,29 @@ def test_criterion_invariant_to_sign_flips_of_lambda_columns(seed, theta, flips)
     )
 
 
+@jax.jit
+def autodiff_derivatives(theta, blocks, reml):
+    value, grad = jax.value_and_grad(objective)(theta, blocks, reml)
+    return value, grad, jax.hessian(objective)(theta, blocks, reml)
+
+
+chain_rule_derivatives = jax.jit(value_grad_hess)
+
+
+@pytest.mark.parametrize("formula", [FORMULA, "y ~ x + (1 | g) + (x | h)"])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31), theta=thetas, reml=st.booleans(), weighted=st.booleans())
+def test_optimiser_derivatives_equal_autodiff(formula, seed, theta, reml, weighted):
+    """The chain-rule value, gradient and Hessian the optimiser uses equal plain autodiff."""
+    data = make_data(seed, weighted)
+    blocks = cross_products(build_design(formula, data, "w" if weighted else None))
+    theta = jnp.asarray(theta)
+    expected = autodiff_derivatives(theta, blocks, reml)
+    for got, want in zip(chain_rule_derivatives(theta, blocks, reml), expected, strict=True):
+        scale = np.max(np.abs(want))
+        np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-9 * scale)
+
+
 @pytest.fixture(scope="module")
 def base_fit():
     return jaxlmm.lmer(FORMULA, make_data(7)), make_data(7)
@@ -118,8 +143,6 @@ def test_theta_invariant_to_response_scale(base_fit, scale):
 
 
 def test_gradient_matches_finite_differences(base_fit):
-    import jax
-
     fit, data = base_fit
     fun = jaxlmm.devfun(FORMULA, data)
     theta = fit.theta + np.array([0.1, -0.05, 0.2, 0.1])
