@@ -193,6 +193,8 @@ def value_grad_hess(theta, blocks: Blocks, reml=True):
     def rest(th_rest, zz, zx):
         return scale_rest(parameters.factors(th_rest, sizes[1:]), zz, zx, blocks)
 
+    # E and its first derivatives: term 1's parameters through w (the fill-in is linear in it),
+    # the later terms' parameters through Lambda_z
     (logdet_1, w, xx), linear_levels = jax.linearize(levels, theta1)
     d_logdet_1, dw, dxx_1 = jax.vmap(linear_levels)(eye1)
     fill_zz, fill_zx = fill_in(w, blocks)
@@ -208,6 +210,7 @@ def value_grad_hess(theta, blocks: Blocks, reml=True):
     dzx = jnp.concatenate([dzx_1, dzx_r])
     dxx = jnp.concatenate([dxx_1, jnp.zeros((n_rest,) + xx.shape)])
 
+    # the criterion and its first and second derivatives in E, along the tangents
     inv, logdet_z = spd_inverse_and_logdet(zz)
     x = inv @ zx
     schur = xx - zx.T @ x
@@ -235,9 +238,12 @@ def value_grad_hess(theta, blocks: Blocks, reml=True):
         return jnp.sum(g_zz * zz) + jnp.sum(g_zx * zx)
 
     g_w = jax.grad(lambda w: weighted_rest(theta_rest, *fill_in(w, blocks)))(w)
-    hess_11 = jax.hessian(
-        lambda th1: (lambda ld, w, xx: ld - jnp.sum(g_w * w) + jnp.sum(psi * xx))(*levels(th1))
-    )(theta1)
+
+    def weighted_levels(th1):  # zz and zx depend on w through minus the fill-in
+        logdet, w, xx = levels(th1)
+        return logdet - jnp.sum(g_w * w) + jnp.sum(psi * xx)
+
+    hess_11 = jax.hessian(weighted_levels)(theta1)
     hess_rr = jax.hessian(weighted_rest)(theta_rest, zz_u, zx_u)
     hess_1r = jax.vmap(lambda a, b: jax.grad(weighted_rest)(theta_rest, -a, -b))(
         d_fill_zz, d_fill_zx
