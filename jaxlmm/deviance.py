@@ -143,7 +143,7 @@ def reduced_system(theta, blocks: Blocks):
     return logdet_l + logdet_z, schur
 
 
-def criterion(logdet_l, schur, blocks: Blocks, reml):
+def from_reduced_system(logdet_l, schur, blocks: Blocks, reml):
     """The criterion from log|L|^2 and the reduced system of [X y] (see the module docstring)."""
     d = jnp.diag(cholesky(schur))
     n, p = blocks.nobs, blocks.p
@@ -158,7 +158,7 @@ def objective(theta, blocks: Blocks, reml=True):
 
     ``reml`` may be a traced boolean, so one compiled function serves both criteria.
     """
-    return criterion(*reduced_system(theta, blocks), blocks, reml)
+    return from_reduced_system(*reduced_system(theta, blocks), blocks, reml)
 
 
 def _logdet_levels(l1):
@@ -216,7 +216,7 @@ def value_grad_hess(theta, blocks: Blocks, reml=True):
     schur = xx - zx.T @ x
 
     def outer(s):
-        return criterion(logdet_1 + logdet_z, s, blocks, reml)
+        return from_reduced_system(logdet_1 + logdet_z, s, blocks, reml)
 
     value, psi = jax.value_and_grad(outer)(schur)
     psi = (psi + psi.T) / 2  # S and its derivatives are symmetric

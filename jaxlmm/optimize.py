@@ -198,7 +198,7 @@ class _Derivatives(NamedTuple):
 
 
 class _Round(NamedTuple):
-    k: jax.Array
+    k: jax.Array  # 0: the start and BFGS; 1: the BFGS result; then Newton steps
     point: jax.Array  # where this round evaluates the derivatives
     theta: jax.Array  # the best point so far ...
     d: _Derivatives  # ... and the derivatives there
