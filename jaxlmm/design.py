@@ -11,6 +11,7 @@ from functools import cache
 import numpy as np
 import pandas as pd
 from formulaic import Formula, model_matrix
+from formulaic.errors import DataMismatchWarning
 
 from .errors import DataError, FormulaError, RankDeficiencyWarning
 from .formula import MixedFormula, RandomTerm, parse_formula
@@ -145,11 +146,36 @@ def model_matrix_for(expr: str, spec, data: pd.DataFrame, where: str) -> np.ndar
         except (TypeError, ValueError):
             raise DataError(f"the {where} needs numeric columns {terms}") from None
         return np.column_stack(columns) if columns else np.zeros((len(data), 0))
+    _check_known_levels(spec, data, where)
     try:
-        mm = spec.get_model_matrix(data, na_action="ignore")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DataMismatchWarning)
+            mm = spec.get_model_matrix(data, na_action="ignore")
+    except DataMismatchWarning as err:
+        raise DataError(
+            f"new data has a level the fit has not seen, in the {where}: {err}"
+        ) from None
     except Exception as err:  # formulaic raises several exception types
         raise DataError(f"cannot build the {where} for the new data: {err}") from None
     return np.asarray(mm, dtype=np.float64)
+
+
+def _check_known_levels(spec, data: pd.DataFrame, where: str) -> None:
+    """Refuse levels of a factor column that the fit has not seen: formulaic would encode them
+    as the reference level (an all-zero row of contrasts), a silently wrong prediction."""
+    for factor, (kind, state) in spec.encoder_state.items():
+        name = str(factor)
+        if kind.value != "categorical" or name not in data.columns or "categories" not in state:
+            continue
+        column = data[name]
+        known = {str(c) for c in state["categories"]}
+        values = column[column.notna()]
+        unseen = sorted({str(v) for v in values.astype(object)} - known)
+        if unseen:
+            raise DataError(
+                f"column {name!r} has level(s) {unseen[:5]} that the fit has not seen "
+                f"(known: {sorted(known)[:10]}); the {where} cannot be built for them"
+            )
 
 
 def _factor_codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:

@@ -127,6 +127,28 @@ def _random_terms(inside: str) -> list[RandomTerm]:
     ]
 
 
+def r_arithmetic(text: str) -> str:
+    """R's arithmetic inside function calls: ``^`` is a power there (``I(x^2)``, ``log(x^2)``),
+    where Python (and so formulaic) would read a bitwise XOR. Outside calls ``^`` keeps its
+    formula meaning (``(a + b)^2``: interactions up to order 2). Backticked names are kept."""
+    out, calls, quote = [], [], None
+    for k, ch in enumerate(text):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "`'\"":
+            quote = ch
+        elif ch == "(":
+            before = text[:k].rstrip()
+            calls.append(bool(before) and (before[-1].isalnum() or before[-1] in "_."))
+        elif ch == ")" and calls:
+            calls.pop()
+        elif ch == "^" and any(calls):
+            out.append("**")
+            continue
+        out.append(ch)
+    return "".join(out)
+
+
 def parse_formula(text: str) -> MixedFormula:
     """Parse an lme4 formula string; raise :class:`FormulaError` with the fault named."""
     if not isinstance(text, str):
@@ -136,7 +158,7 @@ def parse_formula(text: str) -> MixedFormula:
 
 @cache
 def _parse(text: str) -> MixedFormula:
-    sides = _split_top_level(text, "~")
+    sides = _split_top_level(r_arithmetic(text), "~")
     if len(sides) != 2 or not sides[0].strip() or not sides[1].strip():
         raise FormulaError(f"formula {text!r} must have the form 'response ~ terms'")
     response, rhs = sides[0].strip(), sides[1]

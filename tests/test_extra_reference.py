@@ -98,3 +98,24 @@ def test_three_column_term_beats_lme4(fits):
     assert jaxlmm.ConvergenceWarning not in caught
     assert fit.objective < REFERENCE["three_columns"]["objective"]
     assert len(fit.theta) == 6
+
+
+@pytest.mark.parametrize(
+    "formula, expected",
+    [
+        # lme4: fixef(lmer(Reaction ~ Days + I(Days^2) + (1 | Subject), sleepstudy))
+        (
+            "Reaction ~ Days + I(Days^2) + (1 | Subject)",
+            [255.449372777778, 7.434085012626, 0.337022327441],
+        ),
+        # lme4: fixef(lmer(Reaction ~ Days + log(Days^2 + 1) + (1 | Subject), sleepstudy))
+        (
+            "Reaction ~ Days + log(Days^2 + 1) + (1 | Subject)",
+            [255.15775215221, 14.09273839303, -7.48760756731],
+        ),
+    ],
+)
+def test_caret_is_a_power_inside_calls(sleepstudy, formula, expected):
+    fit = jaxlmm.lmer(formula, sleepstudy)
+    np.testing.assert_allclose(fit.fixef.to_numpy(), expected, rtol=1e-6)
+    assert fit.fixef.to_numpy()[2] != pytest.approx(1.536, abs=1e-2)

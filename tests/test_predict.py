@@ -78,3 +78,12 @@ def test_simulate_moments(fit):
 def test_simulate_rejects_bad_nsim(fit):
     with pytest.raises(jaxlmm.InferenceError, match="nsim"):
         fit.simulate(0)
+
+
+def test_predict_refuses_an_unseen_fixed_effect_level(sleepstudy):
+    data = sleepstudy.assign(f=np.where(sleepstudy.Days < 5, "lo", "hi"))
+    fit = jaxlmm.lmer("Reaction ~ f + (1 | Subject)", data)
+    known = fit.predict(pd.DataFrame({"f": ["lo", "hi"], "Subject": ["308", "308"]}))
+    assert known.iloc[0] != known.iloc[1]
+    with pytest.raises(jaxlmm.JaxlmmError, match=r"'f' has level\(s\) \['zz'\]"):
+        fit.predict(pd.DataFrame({"f": ["zz"], "Subject": ["308"]}))
