@@ -1,26 +1,16 @@
 """jaxlmm: lme4-compatible linear mixed-effects models in JAX.
 
-Importing jaxlmm switches JAX to 64-bit floats (``jax_enable_x64``): every statistic is
-computed in float64. Unless JAX already has one or ``JAXLMM_NO_CACHE`` is set, it also turns on
-JAX's persistent compilation cache (in ``$XDG_CACHE_HOME/jaxlmm``, default ``~/.cache/jaxlmm``)
-so that a new process reuses the compiled fitting code instead of compiling it again.
+Importing jaxlmm changes no JAX setting. ``lmer``, ``lmer_batch`` and the inference compute
+in float64 whatever the global ``jax_enable_x64``; the functional core (``model``,
+``Model.deviance``, ``estimate``) computes in JAX's current precision. Compiled programs are
+cached on disk (see :mod:`jaxlmm.programs`).
 """
 
-import os
-from pathlib import Path
-
-import jax
-
-jax.config.update("jax_enable_x64", True)
-if not os.environ.get("JAXLMM_NO_CACHE") and not jax.config.jax_compilation_cache_dir:
-    _cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    jax.config.update("jax_compilation_cache_dir", str(_cache_home / "jaxlmm" / "xla"))
-
-from . import datasets  # noqa: E402
-from .anova_tables import anova  # noqa: E402
-from .batch import BatchFit, lmer_batch  # noqa: E402
-from .design import build_design  # noqa: E402
-from .errors import (  # noqa: E402
+from . import datasets
+from .anova_tables import anova
+from .batch_fit import BatchFit, lmer_batch
+from .design import build_design
+from .errors import (
     ConvergenceWarning,
     DataError,
     FormulaError,
@@ -28,25 +18,35 @@ from .errors import (  # noqa: E402
     JaxlmmError,
     RankDeficiencyWarning,
 )
-from .fit import LinearMixedModelFit, devfun, lmer  # noqa: E402
-from .formula import parse_formula  # noqa: E402
+from .estimate import Estimates, estimate
+from .fit import LinearMixedModelFit, devfun, lmer
+from .formula import parse_formula
+from .model import Model, NewRows, model, predict_rows
+from .status import Status
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BatchFit",
-    "InferenceError",
     "ConvergenceWarning",
     "DataError",
+    "Estimates",
     "FormulaError",
-    "anova",
+    "InferenceError",
     "JaxlmmError",
     "LinearMixedModelFit",
+    "Model",
+    "NewRows",
     "RankDeficiencyWarning",
+    "Status",
+    "anova",
     "build_design",
     "datasets",
     "devfun",
+    "estimate",
     "lmer",
     "lmer_batch",
+    "model",
     "parse_formula",
+    "predict_rows",
 ]

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
 from . import parameters
 from .batch import fit_responses
 from .errors import InferenceError
-from .predict import simulate_responses
+from .status import Status
 
 
 @dataclass(frozen=True, eq=False)
@@ -22,6 +21,12 @@ class BootstrapResult:
     estimates: pd.Series  # the fitted model's values
     samples: pd.DataFrame  # one row per replicate: sd_/cor_ per term, sigma, fixed effects
     converged: np.ndarray  # (nsim,) bool: the replicate's refit converged
+
+    def __repr__(self) -> str:
+        return (
+            f"<BootstrapResult: {len(self.samples)} replicates ({int(self.converged.sum())} "
+            f"converged) of {len(self.samples.columns)} parameters>"
+        )
 
     def confint(self, level: float = 0.95) -> pd.DataFrame:
         """Percentile intervals from the converged replicates."""
@@ -35,22 +40,24 @@ class BootstrapResult:
         return pd.DataFrame(bounds, index=self.samples.columns, columns=["lower", "upper"])
 
 
-def bootstrap(fit, nsim: int, seed=None, chunk_size: int = 512) -> BootstrapResult:
-    """Simulate ``nsim`` responses from ``fit`` and refit each (one vmapped batch)."""
-    design = fit.design
-    y = simulate_responses(fit, nsim, np.random.default_rng(seed))
-    theta0 = parameters.off_boundary(fit.theta, fit.blocks.sizes)
-    batch = fit_responses(
-        design, y, list(range(nsim)), fit.reml, chunk_size, progress=False, theta0=theta0
-    )
-    samples = pd.concat([batch.variance_components(), batch.fixef], axis=1)
-    estimates = pd.concat(
+def bootstrap(
+    design, reml: bool, theta, sigma, fixef: pd.Series, responses: np.ndarray, chunk_size: int = 512
+) -> BootstrapResult:
+    """Refit the model of ``design`` to simulated ``responses`` (one vmapped batch), starting
+    from the fit's ``theta``; the replicates of the SDs, correlations, sigma and fixed effects."""
+    sizes = tuple(t.n_columns for t in design.terms)
+    theta0 = parameters.off_boundary(theta, sizes)
+    result, status = fit_responses(design, responses, reml, chunk_size, theta0=theta0)
+    est = result.estimates
+    names = parameters.sdcor_names(design.terms)
+    samples = pd.concat(
         [
-            pd.Series(
-                np.asarray(parameters.sdcor(jnp.asarray(fit.theta), fit.sigma, fit.blocks.sizes)),
-                index=parameters.sdcor_names(design.terms),
-            ),
-            fit.fixef,
-        ]
+            pd.DataFrame(parameters.sdcor_values(est.theta, sizes, est.sigma), columns=names),
+            pd.DataFrame(est.beta, columns=list(fixef.index)),
+        ],
+        axis=1,
     )
-    return BootstrapResult(estimates, samples, batch.converged)
+    estimates = pd.concat(
+        [pd.Series(parameters.sdcor_values(theta, sizes, sigma), index=names), fixef]
+    )
+    return BootstrapResult(estimates, samples, status == Status.CONVERGED)

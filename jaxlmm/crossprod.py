@@ -1,15 +1,20 @@
-"""Blocks of the cross-product [Z X y]' W [Z X y], computed once per model.
+"""Blocks of the cross-product [Z X y]' W [Z X y], padded to a size class.
 
 The first random term (the one with most levels) is kept block-diagonal: one ``s1 x s1`` block
 per level. All later terms, X and y form the dense "rest" of size ``mz + p + 1``. The coupling
 between term 1 and the rest Z columns is sparse: it is stored as entries (level, rest row,
-values) and, for the Schur complement, as precomputed products of entry pairs that share a level.
+values) and, for the Schur complement, as products of entry pairs that share a level.
 Nothing stored here grows with the number of observations.
 
+Every dimension is padded to a size class (:class:`SizeClass`): padded levels, columns and
+entries are zero, padded fixed-effect columns get a unit diagonal, so the criterion is exactly
+unchanged while models of similar size share one compiled program. Which theta entry fills
+which entry of Lambda is data (``first_index``, ``rest_index``), not code.
+
 The work is split in two: :func:`row_structure` finds, once per design, where each observation's
-products land (host NumPy); :func:`blocks_from_rows` sums them for given ``y`` and weights. The
-latter is written for NumPy and JAX alike, so a batch of responses (each with its own missing
-rows, as zero weights) gets its blocks inside ``vmap``.
+products land (host NumPy); :func:`blocks_from_rows` sums them for given ``y``, ``X`` and
+weights. The latter is written for NumPy and JAX alike: on the host for a single fit, inside
+JAX (differentiable, under ``vmap``) for the functional API and for batches.
 """
 
 from __future__ import annotations
@@ -20,13 +25,87 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import parameters
 from .design import Design
+from .parameters import ThetaLayout
+
+
+def _power_of_two(n: int, minimum: int) -> int:
+    return max(minimum, 1 << max(int(n) - 1, 0).bit_length())
+
+
+def _geometric(n: int, minimum: int) -> int:
+    """The smallest m * 2^k >= n with m in 8..15 (at most 1/8 waste), at least ``minimum``."""
+    n = max(int(n), minimum)
+    if n <= 16:
+        return n
+    shift = n.bit_length() - 4
+    return -(-n >> shift) << shift
+
+
+@dataclass(frozen=True)
+class SizeClass:
+    """Padded dimensions of a model's blocks; models of one size class share compiled code."""
+
+    ng1: int  # levels of term 1
+    s1: int  # columns of term 1
+    mz: int  # rows of the dense rest (later terms)
+    shifts: int  # columns of the widest later term (Lambda_z has that many diagonals)
+    ne: int  # coupling entries
+    npairs: int  # pairs of coupling entries
+    p: int  # fixed-effect columns
+    n_theta: int
+
+
+DENSE_MAX = 256  # shared size classes put every random effect in the dense block up to this
+
+
+def blocked(design: Design, shared: bool) -> bool:
+    """Whether the first term is kept block-diagonal. Shared classes of small models keep every
+    term in the dense block instead: the simplest program (fast to compile) serves them all."""
+    return not shared or sum(t.n_levels * t.n_columns for t in design.terms) > DENSE_MAX
+
+
+def size_class(design: Design, ne: int, npairs: int, shared: bool = True) -> SizeClass:
+    """The size class of ``design`` with ``ne`` coupling entries and ``npairs`` pairs.
+    ``shared`` pads generously (small models of all usual shapes fall in one class: single
+    fits, where compiling costs more than computing); otherwise only a little (batches, where
+    every response pays for the padding)."""
+    terms = design.terms
+    first, rest = (terms[:1], terms[1:]) if blocked(design, shared) else ((), terms)
+    ng1 = first[0].n_levels if first else 0
+    s1 = first[0].n_columns if first else 1
+    mz = sum(t.n_levels * t.n_columns for t in rest)
+    shifts = max((t.n_columns for t in rest), default=0)
+    n_theta = sum(parameters.n_theta(t.n_columns) for t in terms)
+    p = design.x.shape[1]
+    if shared:
+        return SizeClass(
+            ng1=_power_of_two(ng1, 32) if first else 0,
+            s1=max(s1, 2) if first else 1,
+            mz=_power_of_two(mz, 64) if mz <= DENSE_MAX else -(-mz // 64) * 64,
+            shifts=max(shifts, 2),
+            ne=_geometric(ne + 1, 256 if first else 1),
+            npairs=_geometric(npairs, 1024 if first else 0),
+            p=_power_of_two(p, 4),
+            n_theta=_power_of_two(n_theta, 4),
+        )
+    return SizeClass(
+        ng1=_geometric(ng1, 1),
+        s1=s1,
+        mz=_geometric(mz, 0) if mz <= 256 else -(-mz // 32) * 32,
+        shifts=shifts,
+        ne=_geometric(ne + 1, 1),
+        npairs=_geometric(npairs, 0),
+        p=p,
+        n_theta=n_theta,
+    )
 
 
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class Blocks:
-    """Cross-product blocks of one model (a pytree: arrays are leaves, sizes are static)."""
+    """Cross-product blocks of one model (a pytree of arrays; sizes are the array shapes)."""
 
     a11: np.ndarray  # (ng1, s1, s1): term 1's diagonal blocks
     ax1: np.ndarray  # (ng1, s1, p+1): term 1 against [X y]
@@ -41,26 +120,37 @@ class Blocks:
     pair_products: np.ndarray  # (npair, s1, s1): outer products of the two entries' values
     nobs: np.ndarray  # () float: number of observations (rows with positive weight)
     sum_log_weights: np.ndarray  # () float
-    sizes: tuple[int, ...] = field(metadata=dict(static=True))  # columns per term
-    n_levels: tuple[int, ...] = field(metadata=dict(static=True))  # levels per term
+    n_fixed: np.ndarray  # () float: fixed-effect columns before padding (REML's p)
+    first_index: np.ndarray  # (s1, s1) int: theta entry of each entry of T1 (-1: zero)
+    rest_index: np.ndarray  # (shifts, mz) int: theta entry of Lambda_z[j + d, j] (-1: zero)
+    layout: ThetaLayout
 
     @property
     def p(self) -> int:
+        """Padded number of fixed-effect columns."""
         return self.axx.shape[-1] - 1
 
     @property
     def mz(self) -> int:
         return self.azz.shape[-1]
 
+    @property
+    def n_theta(self) -> int:
+        return self.layout.active.shape[-1]
+
+    @property
+    def width(self) -> int:
+        """Columns of the widest term (the size of each term's T in padded stacks)."""
+        return max(self.first_index.shape[-1], self.rest_index.shape[-2])
+
 
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class RowStructure:
-    """Where each observation's products land in the blocks (independent of y and weights)."""
+    """Where each observation's products land in the blocks (independent of y, X and weights)."""
 
     codes1: np.ndarray  # (n,) int: term-1 level per observation
     z1: np.ndarray  # (n, s1)
-    x: np.ndarray  # (n, p)
     slot_rows: np.ndarray  # (C, n) int: rest-Z row per later-term column ("slot") and observation
     slot_values: np.ndarray  # (C, n): the Z value there
     slot_entries: np.ndarray  # (C, n) int: coupling entry each (slot, observation) adds to
@@ -70,12 +160,34 @@ class RowStructure:
     pair_second: np.ndarray  # (npair,) int
     pair_level: np.ndarray  # (npair,) int
     pair_target: np.ndarray  # (npair,) int
-    sizes: tuple[int, ...] = field(metadata=dict(static=True))
-    n_levels: tuple[int, ...] = field(metadata=dict(static=True))
+    first_index: np.ndarray  # (s1, s1) int
+    rest_index: np.ndarray  # (shifts, mz) int
+    layout: ThetaLayout
+    ng1: int = field(metadata=dict(static=True))
+    mz: int = field(metadata=dict(static=True))
+    p: int = field(metadata=dict(static=True))  # padded fixed-effect columns
 
-    @property
-    def mz(self) -> int:
-        return sum(ng * s for ng, s in zip(self.n_levels[1:], self.sizes[1:], strict=True))
+
+def _coupling(design: Design, first: bool):
+    """Rest rows per slot and observation, and the coupling entries (term-1 level, rest row).
+    Without a block-diagonal ``first`` term, every term is in the rest and nothing couples."""
+    rows, values, offset = [], [], 0
+    for term in design.terms[1:] if first else design.terms:
+        s = term.n_columns
+        for b in range(s):
+            rows.append(offset + term.codes * s + b)
+            values.append(term.z[:, b])
+        offset += term.n_levels * s
+    n = design.nobs
+    slot_rows = np.array(rows, dtype=np.int64).reshape(len(rows), n)
+    slot_values = np.array(values, dtype=np.float64).reshape(len(rows), n)
+    if not first:
+        empty = np.zeros(0, dtype=np.int64)
+        return slot_rows, slot_values, np.zeros(slot_rows.shape, dtype=np.int64), empty, empty
+    keys = design.terms[0].codes[None, :] * max(offset, 1) + slot_rows
+    unique_keys, inverse = np.unique(keys, return_inverse=True)
+    entry_level, entry_row = unique_keys // max(offset, 1), unique_keys % max(offset, 1)
+    return slot_rows, slot_values, inverse.reshape(keys.shape), entry_level, entry_row
 
 
 def _pairs(level: np.ndarray, row: np.ndarray, mz: int):
@@ -92,70 +204,101 @@ def _pairs(level: np.ndarray, row: np.ndarray, mz: int):
     second = np.arange(len(first)) - np.repeat(np.cumsum(reps) - reps - starts[level], reps)
     index_type = np.int32 if mz * mz < 2**31 else np.int64
     target = (row[first].astype(index_type) * mz + row[second]).astype(index_type)
-    order = np.argsort(target)  # sorted segment ids make the scatter-add faster
-    first, second = first[order], second[order]
-    return first, second, level[first], target[order]
+    order = np.argsort(target, kind="stable")  # sorted segment ids make the scatter-add faster
+    return first[order], second[order], level[first[order]], target[order]
 
 
-def row_structure(design: Design) -> RowStructure:
-    """Index the design once: levels, later-term rows and the sparse coupling pattern."""
-    t1 = design.terms[0]
-    rows, values, offset = [], [], 0
-    for term in design.terms[1:]:
+def _lambda_indices(design: Design, sizes: SizeClass, first: bool):
+    """Theta entries of T1 (s1 x s1) and of the diagonals of Lambda_z (shifts x mz)."""
+    offsets = parameters.theta_offsets(tuple(t.n_columns for t in design.terms))
+
+    def position(k: int, a: int, b: int) -> int:
+        rows, cols = parameters.tril_indices(design.terms[k].n_columns)
+        return int(offsets[k] + np.flatnonzero((rows == a) & (cols == b))[0])
+
+    first_index = -np.ones((sizes.s1, sizes.s1), dtype=np.int32)
+    if first:
+        s = design.terms[0].n_columns
+        for a in range(s):
+            for b in range(a + 1):
+                first_index[a, b] = position(0, a, b)
+    rest = -np.ones((sizes.shifts, sizes.mz), dtype=np.int32)
+    start = 0
+    for k in range(1 if first else 0, len(design.terms)):
+        term = design.terms[k]
         s = term.n_columns
         for b in range(s):
-            rows.append(offset + term.codes * s + b)
-            values.append(term.z[:, b])
-        offset += term.n_levels * s
-    mz, n = offset, design.nobs
-    slot_rows = np.array(rows, dtype=np.int64).reshape(len(rows), n)
-    keys = t1.codes[None, :] * mz + slot_rows
-    unique_keys, inverse = np.unique(keys, return_inverse=True)
-    entry_level, entry_row = unique_keys // mz, unique_keys % mz
-    first, second, pair_level, pair_target = _pairs(entry_level, entry_row, mz)
+            for d in range(s - b):
+                rest[d, start + b : start + term.n_levels * s : s] = position(k, b + d, b)
+        start += term.n_levels * s
+    return first_index, rest
+
+
+def row_structure(design: Design, shared: bool = True) -> RowStructure:
+    """Index the design once: levels, later-term rows and the sparse coupling pattern, padded
+    to the design's size class (see :func:`size_class` for ``shared``)."""
+    first = blocked(design, shared)
+    slot_rows, slot_values, slot_entries, entry_level, entry_row = _coupling(design, first)
+    counts = np.bincount(entry_level) if len(entry_level) else np.zeros(0, dtype=np.int64)
+    sizes = size_class(design, len(entry_level), int(np.sum(counts * (counts + 1) // 2)), shared)
+    pair_first, second, pair_level, pair_target = _pairs(entry_level, entry_row, sizes.mz)
+    ne, pad_pairs = len(entry_level), sizes.npairs - len(pair_first)
+    last_entry = sizes.ne - 1  # a padded entry: its values stay zero
+    first_index, rest_index = _lambda_indices(design, sizes, first)
+    t1 = design.terms[0]
+    n = design.nobs
     return RowStructure(
-        codes1=t1.codes,
-        z1=t1.z,
-        x=design.x,
+        codes1=t1.codes if first else np.zeros(n, dtype=np.int64),
+        z1=np.pad(t1.z, ((0, 0), (0, sizes.s1 - t1.n_columns))) if first else np.zeros((n, 1)),
         slot_rows=slot_rows,
-        slot_values=np.array(values, dtype=np.float64).reshape(len(rows), n),
-        slot_entries=inverse.reshape(keys.shape),
-        entry_level=entry_level.astype(np.int32),
-        entry_row=entry_row.astype(np.int32),
-        pair_first=first,
-        pair_second=second,
-        pair_level=pair_level.astype(np.int32),
-        pair_target=pair_target,
-        sizes=tuple(t.n_columns for t in design.terms),
-        n_levels=tuple(t.n_levels for t in design.terms),
+        slot_values=slot_values,
+        slot_entries=slot_entries,
+        entry_level=np.pad(entry_level, (0, sizes.ne - ne)).astype(np.int32),
+        entry_row=np.pad(entry_row, (0, sizes.ne - ne)).astype(np.int32),
+        pair_first=np.pad(pair_first, (0, pad_pairs), constant_values=last_entry).astype(np.int32),
+        pair_second=np.pad(second, (0, pad_pairs), constant_values=last_entry).astype(np.int32),
+        pair_level=np.pad(pair_level, (0, pad_pairs)).astype(np.int32),
+        pair_target=np.pad(pair_target, (0, pad_pairs), constant_values=sizes.mz**2 - 1),
+        first_index=first_index,
+        rest_index=rest_index,
+        layout=parameters.theta_layout(tuple(t.n_columns for t in design.terms), sizes.n_theta),
+        ng1=sizes.ng1,
+        mz=sizes.mz,
+        p=sizes.p,
     )
 
 
 def _segment_sum(values, ids, n: int):
-    """Sum rows of ``values`` into ``n`` segments (NumPy bincount or JAX segment_sum)."""
+    """Sum rows of ``values`` into ``n`` segments, dropping ids past the last (NumPy bincount or
+    JAX segment_sum)."""
     if isinstance(values, np.ndarray):
         flat = values.reshape(len(values), -1)
-        sums = [np.bincount(ids, weights=flat[:, j], minlength=n) for j in range(flat.shape[1])]
+        sums = [np.bincount(ids, weights=flat[:, j], minlength=n)[:n] for j in range(flat.shape[1])]
         return np.stack(sums, axis=-1).reshape((n,) + values.shape[1:])
     return jax.ops.segment_sum(values, ids, num_segments=n)
 
 
-def blocks_from_rows(rs: RowStructure, y, weights) -> Blocks:
-    """The blocks for response ``y`` and prior weights (0 drops a row): NumPy in, NumPy out;
-    JAX arrays in (e.g. under ``vmap``), JAX arrays out."""
-    xp = np if isinstance(y, np.ndarray) else jnp
-    w, mz = weights, rs.mz
-    ng1, s1 = rs.n_levels[0], rs.sizes[0]
-    xy = xp.concatenate([rs.x, y[:, None]], axis=1)
+def blocks_from_rows(rs: RowStructure, y, x, weights) -> Blocks:
+    """The blocks for response ``y``, fixed-effect columns ``x`` (n, p) and prior weights (0
+    drops a row): NumPy in, NumPy out; JAX arrays in (e.g. under ``vmap``), JAX arrays out."""
+    host = all(isinstance(a, np.ndarray) for a in (y, x, weights))
+    xp = np if host else jnp
+    w, mz, ng1 = weights, rs.mz, rs.ng1
+    s1 = rs.z1.shape[1]
+    p = x.shape[1]
+    n = y.shape[0]
+    xy = xp.concatenate([x, xp.zeros((n, rs.p - p), dtype=y.dtype), y[:, None]], axis=1)
     wz1 = w[:, None] * rs.z1
     a11 = _segment_sum(wz1[:, :, None] * rs.z1[:, None, :], rs.codes1, ng1)
     ax1 = _segment_sum(wz1[:, :, None] * xy[:, None, :], rs.codes1, ng1)
-    axx = xy.T @ (w[:, None] * xy)
+    padded_fixed = np.arange(rs.p + 1) >= p
+    padded_fixed[-1] = False
+    axx = xy.T @ (w[:, None] * xy) + np.diag(padded_fixed.astype(np.float64))
 
     n_slots = rs.slot_rows.shape[0]
-    azz = xp.zeros((mz, mz))
-    azx = xp.zeros((mz, xy.shape[1]))
-    entry_values = xp.zeros((len(rs.entry_level), s1))
+    azz = xp.zeros((mz, mz), dtype=y.dtype)
+    azx = xp.zeros((mz, xy.shape[1]), dtype=y.dtype)
+    entry_values = xp.zeros((len(rs.entry_level), s1), dtype=y.dtype)
     if n_slots:
         wv = w[None, :] * rs.slot_values  # (C, n)
         targets = rs.slot_rows[:, None, :] * mz + rs.slot_rows[None, :, :]  # (C, C, n)
@@ -187,13 +330,16 @@ def blocks_from_rows(rs: RowStructure, y, weights) -> Blocks:
         pair_level=rs.pair_level,
         pair_target=rs.pair_target,
         pair_products=pair_products,
-        nobs=xp.sum(positive).astype(xy.dtype),
+        nobs=xp.sum(positive).astype(y.dtype),
         sum_log_weights=xp.sum(xp.where(positive, xp.log(xp.where(positive, w, 1.0)), 0.0)),
-        sizes=rs.sizes,
-        n_levels=rs.n_levels,
+        n_fixed=xp.asarray(p, dtype=y.dtype),
+        first_index=rs.first_index,
+        rest_index=rs.rest_index,
+        layout=rs.layout,
     )
 
 
-def cross_products(design: Design) -> Blocks:
-    """Compute the blocks once; later evaluations never touch the n observations again."""
-    return blocks_from_rows(row_structure(design), design.y, design.weights)
+def cross_products(design: Design, shared: bool = True) -> Blocks:
+    """Compute the blocks once (host NumPy); later evaluations never touch the observations."""
+    y = design.y - getattr(design, "offset", 0.0)
+    return blocks_from_rows(row_structure(design, shared), y, design.x, design.weights)

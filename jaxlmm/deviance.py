@@ -4,6 +4,11 @@ With L L' = Lambda' Z'WZ Lambda + I extended by the columns of X and y (blocked 
 diagonal of the factor gives log|L|^2, log|R_X|^2 and the penalised residual sum of squares r^2:
   ML:   log|L|^2 + n (1 + log(2 pi r^2 / n)) - sum(log w)
   REML: log|L|^2 + log|R_X|^2 + (n-p) (1 + log(2 pi r^2 / (n-p))) - sum(log w)
+
+Lambda is assembled from theta by index maps stored in the blocks (which theta entry fills
+which entry of T1 and of the diagonals of Lambda_z), so the code depends on the padded sizes
+only. The later terms' Lambda_z is block-diagonal with blocks I (x) T_k: in level-major order
+its column j has entries on the rows j, j+1, ..., so it acts as a few shifted diagonals.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from . import parameters
 from .crossprod import Blocks
 from .linalg import (
     batched_cholesky,
@@ -25,36 +29,46 @@ from .linalg import (
 )
 from .optimize import autodiff
 
+CHAIN_RULE_HESSIAN_MIN_MZ = 256  # dense blocks from this size use the chain-rule Hessian
+
+
+def take_theta(theta, index):
+    """``theta[index]`` with zeros where the index is negative (an entry no theta fills)."""
+    return jnp.where(index >= 0, theta[jnp.maximum(index, 0)], 0.0)
+
+
+def rest_diagonals(theta, blocks: Blocks):
+    """The diagonals of Lambda_z: ``v[d, j] = Lambda_z[j + d, j]`` (shifts, mz)."""
+    return take_theta(theta, blocks.rest_index)
+
+
+def times_lambda(m, v):
+    """``m @ Lambda_z`` for ``m`` (r, mz): column j is sum_d m[:, j + d] v[d, j]."""
+    shifts, mz = v.shape
+    if not mz:
+        return m
+    padded = jnp.pad(m, ((0, 0), (0, shifts - 1)))
+    return sum(padded[:, d : d + mz] * v[d] for d in range(shifts))
+
+
+def lambda_times(u, v):
+    """``Lambda_z @ u`` for ``u`` (mz, k): row i is sum_d v[d, i - d] u[i - d]."""
+    shifts, mz = v.shape
+    if not mz:
+        return u
+    scaled = [v[d][:, None] * u for d in range(shifts)]
+    return sum(jnp.pad(s, ((d, 0), (0, 0)))[:mz] for d, s in enumerate(scaled))
+
 
 class RestBlocks(NamedTuple):
     """Term 1's factor and the rest of the system after eliminating term 1 (Schur complement)."""
 
     t1: jax.Array  # (s1, s1) term 1's T
-    rest_t: list  # T of the later terms
+    v: jax.Array  # (shifts, mz) diagonals of Lambda_z
     l1: jax.Array  # (ng1, s1, s1) term 1's diagonal blocks of L
     zz: jax.Array  # (mz, mz) later terms: Lambda'(Z'WZ - fill-in)Lambda + I
     zx: jax.Array  # (mz, p+1) later terms against [X y]
     xx: jax.Array  # (p+1, p+1) [X y] against itself
-
-
-def apply_lambda(m, rest_t, n_levels, sizes):
-    """``m @ Lambda_z`` for the later terms' columns (the first mz columns of ``m``)."""
-    mz = sum(ng * s for ng, s in zip(n_levels, sizes, strict=True))
-    if not mz:
-        return m
-    if all(s == 1 for s in sizes):  # Lambda_z is diagonal: one elementwise product
-        scale = jnp.concatenate(
-            [jnp.full(ng, t[0, 0]) for t, ng in zip(rest_t, n_levels, strict=True)]
-        )
-        scaled = m[:, :mz] * scale
-    else:
-        pieces, start = [], 0
-        for t, ng, s in zip(rest_t, n_levels, sizes, strict=True):
-            block = m[:, start : start + ng * s].reshape(m.shape[0], ng, s)
-            pieces.append(jnp.einsum("rja,ab->rjb", block, t).reshape(m.shape[0], ng * s))
-            start += ng * s
-        scaled = jnp.concatenate(pieces, axis=1)
-    return scaled if m.shape[1] == mz else jnp.concatenate([scaled, m[:, mz:]], axis=1)
 
 
 class LevelPart(NamedTuple):
@@ -93,32 +107,29 @@ def fill_in(w, blocks: Blocks):
     return low + low.T - jnp.diag(jnp.diag(low)), fill_zx
 
 
-def scale_rest(rest_t, zz, zx, blocks: Blocks):
-    """Lambda_z' zz Lambda_z and Lambda_z' zx (linear in ``zz`` and ``zx``)."""
-    levels, sizes = blocks.n_levels[1:], blocks.sizes[1:]
-    zz = apply_lambda(apply_lambda(zz, rest_t, levels, sizes).T, rest_t, levels, sizes)
-    return zz, apply_lambda(zx.T, rest_t, levels, sizes).T
+def scale_rest(v, zz, zx):
+    """Lambda_z' zz Lambda_z and Lambda_z' zx (linear in ``zz`` and ``zx``; zz symmetric)."""
+    return times_lambda(times_lambda(zz, v).T, v), times_lambda(zx.T, v).T
 
 
 def eliminate_first_term(theta, blocks: Blocks) -> RestBlocks:
     """Factor term 1's block-diagonal part and form the Schur complement of the rest."""
-    ts = parameters.factors(theta, blocks.sizes)
-    t1, rest_t = ts[0], ts[1:]
+    t1, v = take_theta(theta, blocks.first_index), rest_diagonals(theta, blocks)
+    eye = jnp.eye(blocks.mz, dtype=theta.dtype)
+    if not blocks.a11.shape[0]:  # every term in the dense block
+        zz, zx = scale_rest(v, blocks.azz, blocks.azx)
+        return RestBlocks(t1, v, blocks.a11, zz + eye, zx, blocks.axx)
     first = eliminate_levels(t1, blocks)
-    mz = blocks.mz
-    if not mz:
-        empty = jnp.zeros((0, 0))
-        return RestBlocks(t1, rest_t, first.l1, empty, jnp.zeros((0, blocks.p + 1)), first.xx)
     fill_zz, fill_zx = fill_in(first.w, blocks)
-    zz, zx = scale_rest(rest_t, blocks.azz - fill_zz, blocks.azx - fill_zx, blocks)
-    return RestBlocks(t1, rest_t, first.l1, zz + jnp.eye(mz), zx, first.xx)
+    zz, zx = scale_rest(v, blocks.azz - fill_zz, blocks.azx - fill_zx)
+    return RestBlocks(t1, v, first.l1, zz + eye, zx, first.xx)
 
 
 class Factor(NamedTuple):
     """The blocked Cholesky factor at one theta."""
 
     t1: jax.Array  # (s1, s1) term 1's T
-    rest_t: list  # T of the later terms
+    v: jax.Array  # (shifts, mz) diagonals of Lambda_z
     l1: jax.Array  # (ng1, s1, s1) term 1's diagonal blocks of L
     rest: jax.Array  # (mz + p + 1, mz + p + 1) dense factor of the rest
 
@@ -129,7 +140,7 @@ def factorize(theta, blocks: Blocks) -> Factor:
     full = jnp.concatenate(
         [jnp.concatenate([r.zz, r.zx], axis=1), jnp.concatenate([r.zx.T, r.xx], axis=1)], axis=0
     )
-    return Factor(t1=r.t1, rest_t=r.rest_t, l1=r.l1, rest=cholesky(full))
+    return Factor(t1=r.t1, v=r.v, l1=r.l1, rest=cholesky(full))
 
 
 def reduced_system(theta, blocks: Blocks):
@@ -144,11 +155,12 @@ def reduced_system(theta, blocks: Blocks):
 
 
 def from_reduced_system(logdet_l, schur, blocks: Blocks, reml):
-    """The criterion from log|L|^2 and the reduced system of [X y] (see the module docstring)."""
+    """The criterion from log|L|^2 and the reduced system of [X y] (see the module docstring).
+    Padded fixed-effect columns have a unit diagonal and add nothing."""
     d = jnp.diag(cholesky(schur))
     n, p = blocks.nobs, blocks.p
     logdet_rx, pwrss = 2 * jnp.sum(jnp.log(d[:p])), d[p] ** 2
-    dof = jnp.where(reml, n - p, n)
+    dof = jnp.where(reml, n - blocks.n_fixed, n)
     value = logdet_l + dof * (1 + jnp.log(2 * jnp.pi * pwrss / dof)) - blocks.sum_log_weights
     return value + jnp.where(reml, logdet_rx, 0.0)
 
@@ -158,57 +170,140 @@ def objective(theta, blocks: Blocks, reml=True):
 
     ``reml`` may be a traced boolean, so one compiled function serves both criteria.
     """
+    if is_dense(blocks):
+        return dense_derivatives(theta, blocks, reml, order=0)
     return from_reduced_system(*reduced_system(theta, blocks), blocks, reml)
+
+
+def is_dense(blocks: Blocks) -> bool:
+    """Every random effect is in the dense block (no block-diagonal first term)."""
+    return not blocks.a11.shape[0]
+
+
+def _full_system(theta, blocks: Blocks):
+    """Phi = Lambda~' A Lambda~ + diag(I, 0) for the whole dense system [Z X y] (dense blocks
+    only), with K = A Lambda~: Lambda~ = blockdiag(Lambda_z, I)."""
+    v = rest_diagonals(theta, blocks)
+    a = jnp.block([[blocks.azz, blocks.azx], [blocks.azx.T, blocks.axx]])
+    k = jnp.concatenate([times_lambda(a[:, : blocks.mz], v), a[:, blocks.mz :]], axis=1)
+    phi = jnp.concatenate([times_lambda(k[: blocks.mz].T, v).T, k[blocks.mz :]], axis=0)
+    return phi + jnp.diag((jnp.arange(a.shape[0]) < blocks.mz).astype(theta.dtype)), a, k
+
+
+def _pattern(blocks: Blocks, n: int, dtype):
+    """E_t = d Lambda~ / d theta_t as dense (n_theta, n, n) 0/1 matrices."""
+    shifts, mz = blocks.rest_index.shape
+    cols = jnp.broadcast_to(jnp.arange(mz), (shifts, mz))
+    rows = cols + jnp.arange(shifts)[:, None]
+    index = jnp.where(blocks.rest_index >= 0, blocks.rest_index, blocks.n_theta)
+    e = jnp.zeros((blocks.n_theta, n, n), dtype)
+    return e.at[index, jnp.minimum(rows, n - 1), cols].add(1.0, mode="drop")
+
+
+def dense_derivatives(theta, blocks: Blocks, reml, order: int):
+    """The criterion of a dense system and, for ``order`` 1 and 2, its gradient and Hessian in
+    closed form.
+
+    With L L' = Phi, the criterion is sum_i c_i log L_ii^2 + constant, where c_i is 1 on the
+    random effects, ``reml`` on the fixed effects and the residual degrees of freedom on y:
+    log|Phi_zz| = log|L_z|^2, log|R_X|^2 and r^2 = L_yy^2 are read off one factor. With
+    X_t = L^{-1} dPhi_t L^{-T} and W = L^{-T} diag(c) L^{-1}, the gradient is
+    sum_i c_i (X_t)_ii = 2 <E_t, K W>, and the Hessian is
+    -2 sum_i c_i (P_u X_t)_ii + 2 <E_t, A E_u W>, with P_u the lower triangle of X_u (half its
+    diagonal): d L^{-1} = -P_u L^{-1}. Every piece is a small dense product.
+    """
+    phi, a, k = _full_system(theta, blocks)
+    n, mz, p = phi.shape[0], blocks.mz, blocks.p
+    dof = jnp.where(reml, blocks.nobs - blocks.n_fixed, blocks.nobs)
+    reml_weight = jnp.where(reml, 1.0, 0.0)
+    c = jnp.concatenate([jnp.ones(mz), jnp.full(p, reml_weight), jnp.reshape(dof, (1,))])
+    low = jnp.linalg.cholesky(phi)
+    constant = dof * (1 + jnp.log(2 * jnp.pi / dof)) - blocks.sum_log_weights
+    value = jnp.sum(c * jnp.log(jnp.diag(low) ** 2)) + constant
+    if order == 0:
+        return value
+    inv = jax.scipy.linalg.solve_triangular(low, jnp.eye(n, dtype=phi.dtype), lower=True)
+    w = inv.T @ (c[:, None] * inv)
+    e = _pattern(blocks, n, phi.dtype)
+    grad = 2 * jnp.einsum("trs,rs->t", e, k @ w)
+    if order == 1:
+        return value, grad
+    r = jnp.einsum("ab,tcb,cd,ed->tae", inv, e, k, inv)  # L^{-1} E_t' K L^{-T}
+    x = r + jnp.swapaxes(r, 1, 2)
+    half = jnp.tril(jnp.ones((n, n), phi.dtype)) - 0.5 * jnp.eye(n, dtype=phi.dtype)
+    hess_factor = -2 * jnp.einsum("i,uim,tim->tu", c, half * x, x)
+    hess_pattern = 2 * jnp.einsum("trs,ra,uab,bs->tu", e, a, e, w)
+    hess = hess_factor + hess_pattern
+    return value, grad, (hess + hess.T) / 2
 
 
 def _logdet_levels(l1):
     return 2 * jnp.sum(jnp.log(jnp.diagonal(l1, axis1=-2, axis2=-1)))
 
 
+def value_and_grad(theta, blocks: Blocks, reml=True):
+    """:func:`objective` and its gradient (closed form for dense systems, else autodiff)."""
+    if is_dense(blocks):
+        return dense_derivatives(theta, blocks, reml, order=1)
+    return jax.value_and_grad(objective)(theta, blocks, reml)
+
+
 def value_grad_hess(theta, blocks: Blocks, reml=True):
-    """:func:`objective` with its exact gradient and Hessian, by the chain rule through the
-    eliminated system E = (log|L_1|^2, zz, zx, xx).
+    """:func:`objective` with its exact gradient and Hessian: closed forms for dense systems
+    (:func:`dense_derivatives`), plain autodiff when the dense block after a block-diagonal term
+    is small, the chain rule (:func:`chain_rule_derivatives`) when it is large."""
+    if is_dense(blocks):
+        return dense_derivatives(theta, blocks, reml, order=2)
+    if blocks.mz < CHAIN_RULE_HESSIAN_MIN_MZ:
+        return autodiff(partial(objective, blocks=blocks, reml=reml)).value_grad_hess(theta)
+    return chain_rule_derivatives(theta, blocks, reml)
+
+
+def chain_rule_derivatives(theta, blocks: Blocks, reml=True):
+    """:func:`objective` with its exact gradient and Hessian by the chain rule through the
+    eliminated system E = (log|L_1|^2, zz, zx, xx), in the parameters phi = (tau, theta) where
+    tau holds the entries of T1 (theta reaches term 1 only through them).
 
     Autodiff through the dense block zz would form d(zz^-1) = -zz^-1 U zz^-1 (two large
     products) per parameter and push every parameter's tangent through the fill-in sums; here
     zz costs one Cholesky factor, one inverse and one product U_j zz^-1 per parameter, with
-    U_j = d zz / d theta_j: the log-determinant's Hessian is tr(zz^-1 d2zz) - tr(zz^-1 U_j zz^-1
+    U_j = d zz / d phi_j: the log-determinant's Hessian is tr(zz^-1 d2zz) - tr(zz^-1 U_j zz^-1
     U_k). The rest of the criterion sees zz only through the Schur complement
-    S = xx - zx' zz^-1 zx, whose derivatives need zz^-1 on p+1 columns. Term 1's parameters
-    reach zz through the fill-in, linear in its per-level ``w``; the later terms' parameters
-    through Lambda_z only, so no fill-in sum is differentiated in them.
+    S = xx - zx' zz^-1 zx, whose derivatives need zz^-1 on p+1 columns. Term 1's entries
+    reach zz through the fill-in, linear in its per-level ``w``; theta reaches the later terms
+    through Lambda_z only, so no fill-in sum is differentiated in it.
     """
-    sizes, mz = blocks.sizes, blocks.mz
-    if not mz:  # no dense block: plain autodiff is cheap
-        return autodiff(partial(objective, blocks=blocks, reml=reml)).value_grad_hess(theta)
+    mz = blocks.mz
+    s1 = blocks.first_index.shape[0]
+    rows1, cols1 = jnp.tril_indices(s1)
+    position = blocks.first_index[rows1, cols1]  # theta entry of each tau entry (-1: none)
+    to_tau = (position[:, None] == jnp.arange(theta.shape[0])[None, :]).astype(theta.dtype)
+    tau = to_tau @ theta
+    m1, n_theta = tau.shape[0], theta.shape[0]
 
-    m1 = parameters.n_theta(sizes[0])
-    theta1, theta_rest = theta[:m1], theta[m1:]
-    eye1, eye_rest = jnp.eye(m1), jnp.eye(theta.shape[0] - m1)
-
-    def levels(th1):
-        first = eliminate_levels(parameters.factors(th1, sizes[:1])[0], blocks)
+    def levels(tau):
+        t1 = jnp.zeros((s1, s1), theta.dtype).at[rows1, cols1].set(tau)
+        first = eliminate_levels(t1, blocks)
         return _logdet_levels(first.l1), first.w, first.xx
 
-    def rest(th_rest, zz, zx):
-        return scale_rest(parameters.factors(th_rest, sizes[1:]), zz, zx, blocks)
+    def rest(theta, zz, zx):
+        return scale_rest(rest_diagonals(theta, blocks), zz, zx)
 
-    # E and its first derivatives: term 1's parameters through w (the fill-in is linear in it),
-    # the later terms' parameters through Lambda_z
-    (logdet_1, w, xx), linear_levels = jax.linearize(levels, theta1)
-    d_logdet_1, dw, dxx_1 = jax.vmap(linear_levels)(eye1)
+    # E and its first derivatives: tau through w (the fill-in is linear in it), theta through
+    # Lambda_z
+    (logdet_1, w, xx), linear_levels = jax.linearize(levels, tau)
+    d_logdet_1, dw, dxx_1 = jax.vmap(linear_levels)(jnp.eye(m1))
     fill_zz, fill_zx = fill_in(w, blocks)
     zz_u, zx_u = blocks.azz - fill_zz, blocks.azx - fill_zx
     d_fill_zz, d_fill_zx = jax.vmap(lambda d: fill_in(d, blocks))(dw)
-    dzz_1, dzx_1 = jax.vmap(lambda a, b: rest(theta_rest, -a, -b))(d_fill_zz, d_fill_zx)
-    (zz, zx), linear_rest = jax.linearize(lambda th: rest(th, zz_u, zx_u), theta_rest)
-    dzz_r, dzx_r = jax.vmap(linear_rest)(eye_rest)
+    dzz_1, dzx_1 = jax.vmap(lambda a, b: rest(theta, -a, -b))(d_fill_zz, d_fill_zx)
+    (zz, zx), linear_rest = jax.linearize(lambda th: rest(th, zz_u, zx_u), theta)
+    dzz_r, dzx_r = jax.vmap(linear_rest)(jnp.eye(n_theta))
     zz = zz + jnp.eye(mz)
-    n_rest = theta_rest.shape[0]
-    d_logdet_l = jnp.concatenate([d_logdet_1, jnp.zeros(n_rest)])
+    d_logdet_l = jnp.concatenate([d_logdet_1, jnp.zeros(n_theta)])
     dzz = jnp.concatenate([dzz_1, dzz_r])
     dzx = jnp.concatenate([dzx_1, dzx_r])
-    dxx = jnp.concatenate([dxx_1, jnp.zeros((n_rest,) + xx.shape)])
+    dxx = jnp.concatenate([dxx_1, jnp.zeros((n_theta,) + xx.shape)])
 
     # the criterion and its first and second derivatives in E, along the tangents
     inv, logdet_z = spd_inverse_and_logdet(zz)
@@ -230,24 +325,24 @@ def value_grad_hess(theta, blocks: Blocks, reml=True):
     second = jax.vmap(lambda d: jax.jvp(jax.grad(outer), (schur,), (d,))[1])(ds)
     hess_outer = jnp.einsum("jqr,kqr->jk", second, ds)
 
-    # <gradient of the criterion in E, second derivatives of E>, block by block of theta
+    # <gradient of the criterion in E, second derivatives of E>, block by block of phi
     g_zz, g_zx = inv + x @ psi @ x.T, -2 * x @ psi
 
-    def weighted_rest(th_rest, zz, zx):
-        zz, zx = rest(th_rest, zz, zx)
+    def weighted_rest(theta, zz, zx):
+        zz, zx = rest(theta, zz, zx)
         return jnp.sum(g_zz * zz) + jnp.sum(g_zx * zx)
 
-    g_w = jax.grad(lambda w: weighted_rest(theta_rest, *fill_in(w, blocks)))(w)
+    g_w = jax.grad(lambda w: weighted_rest(theta, *fill_in(w, blocks)))(w)
 
-    def weighted_levels(th1):  # zz and zx depend on w through minus the fill-in
-        logdet, w, xx = levels(th1)
+    def weighted_levels(tau):  # zz and zx depend on w through minus the fill-in
+        logdet, w, xx = levels(tau)
         return logdet - jnp.sum(g_w * w) + jnp.sum(psi * xx)
 
-    hess_11 = jax.hessian(weighted_levels)(theta1)
-    hess_rr = jax.hessian(weighted_rest)(theta_rest, zz_u, zx_u)
-    hess_1r = jax.vmap(lambda a, b: jax.grad(weighted_rest)(theta_rest, -a, -b))(
-        d_fill_zz, d_fill_zx
-    )
+    hess_11 = jax.hessian(weighted_levels)(tau)
+    hess_rr = jax.hessian(weighted_rest)(theta, zz_u, zx_u)
+    hess_1r = jax.vmap(lambda a, b: jax.grad(weighted_rest)(theta, -a, -b))(d_fill_zz, d_fill_zx)
     hess_e = jnp.block([[hess_11, hess_1r], [hess_1r.T, hess_rr]])
     hess = hess_logdet + hess_schur + hess_outer + hess_e
-    return value, grad, (hess + hess.T) / 2
+    to_phi = jnp.concatenate([to_tau, jnp.eye(n_theta)])  # d phi / d theta
+    hess = to_phi.T @ ((hess + hess.T) / 2) @ to_phi
+    return value, to_phi.T @ grad, hess

@@ -1,4 +1,10 @@
-"""``lmer()``: formula -> design -> cross-products -> optimiser -> fitted model."""
+"""``lmer()``: formula -> design -> model -> cross-products -> optimiser -> fitted model.
+
+The fitted model is a results layer: it holds the design, the model of the functional core
+(:mod:`jaxlmm.model`), the padded blocks and the estimates, and delegates every computation to
+the algorithms' modules. All of them run compiled float64 programs, whatever the user's JAX
+settings.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +13,17 @@ import warnings
 from dataclasses import dataclass
 from functools import cached_property, partial
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
-from . import parameters
-from .crossprod import Blocks, cross_products
+from . import parameters, programs
+from .anova_tables import fixed_effects_table
+from .bootstrap import BootstrapResult, bootstrap
+from .crossprod import Blocks
 from .design import Design, build_design
-from .deviance import objective, value_grad_hess
 from .errors import ConvergenceWarning, InferenceError
+from .estimate import Estimates, assemble, fit_blocks
 from .inference import (
     VarparDerivatives,
     contrast_matrix,
@@ -29,49 +35,41 @@ from .inference import (
     varpar_derivatives,
 )
 from .kenward_roger import KenwardRoger, kenward_roger, kr_ddf
-from .optimize import CONVERGED, STATUS_MESSAGES, Criterion, OptResult, minimize
-from .solution import Solution, conditional_covariances, solve
+from .model import Model, from_design
+from .optimize import ITERATIONS, OptResult
+from .predict import predict, simulate_responses
+from .profile import profile_confint
+from .solution import Solution, conditional_covariances
+from .status import Status
 
 SINGULAR_TOL = 1e-4  # lme4's isSingular tolerance on the diagonal of T
 
 
-@partial(jax.jit, static_argnames="batched")
-def fit_blocks(
-    blocks: Blocks, theta0, reml: bool = True, batched: bool = False
-) -> tuple[OptResult, Solution]:
-    """Optimise theta from ``theta0`` for one model's blocks and solve for the estimates.
-
-    Pure; ``batched=True`` when it runs under ``vmap`` (see :func:`optimize.minimize`).
-    """
-    diagonal = parameters.diagonal_mask(blocks.sizes)
-    criterion = Criterion(
-        partial(objective, blocks=blocks, reml=reml),
-        partial(jax.value_and_grad(objective), blocks=blocks, reml=reml),
-        partial(value_grad_hess, blocks=blocks, reml=reml),
-    )
-    result = minimize(criterion, theta0, diagonal, batched)
-    theta = parameters.canonical_theta(result.theta, blocks.sizes)
-    return result._replace(theta=theta), solve(theta, blocks)
+def fit_model(
+    core: Model, theta0: np.ndarray, iterations=ITERATIONS
+) -> tuple[Blocks, float, OptResult, Solution]:
+    """Cross-products on the host, then the compiled fit of their size class."""
+    blocks, scale = core.blocks()
+    start = parameters.pad_theta(theta0, blocks.n_theta)
+    opt, solution = programs.run(fit_blocks, blocks, start, core.reml, np.asarray(iterations))
+    return blocks, float(scale), *_host((opt, solution))
 
 
-solve_jit = jax.jit(solve)
-_conditional_covariances = jax.jit(conditional_covariances)
-_objective_jit = jax.jit(objective)
+def _host(tree):
+    import jax
+
+    return jax.tree.map(np.asarray, jax.device_get(tree))
 
 
 def devfun(formula: str, data: pd.DataFrame, reml: bool = True, weights=None):
-    """The model's profiled criterion as a pure JAX function of theta (lme4's ``devFunOnly``).
+    """The model's profiled criterion as a pure JAX function of theta (lme4's ``devFunOnly``):
+    ``Model.deviance`` of :func:`jaxlmm.model`, jitted. It is differentiable
+    (``jax.grad(devfun(...))(theta)``) and computes in JAX's current precision (float64 under
+    ``jax_enable_x64``)."""
+    import jax
 
-    The returned function runs compiled code and is differentiable and jittable:
-    ``jax.grad(devfun(...))(theta)``. The cross-products are arguments of the compiled code,
-    not constants baked into it.
-    """
-    blocks = cross_products(build_design(formula, data, weights))
-
-    def criterion(theta):
-        return _objective_jit(jnp.asarray(theta, jnp.float64), blocks, reml=reml)
-
-    return criterion
+    core = from_design(build_design(formula, data, weights), reml)
+    return jax.jit(core.deviance)
 
 
 def lmer(
@@ -85,32 +83,44 @@ def lmer(
 
     ``weights`` are prior weights (an array or a column name): residual variance sigma^2 / w.
     """
-    design = build_design(formula, data, weights)
-    blocks = cross_products(design)
-    theta0 = parameters.starting_theta(design)
-    result, solution = fit_blocks(blocks, theta0, reml=bool(reml))
-    result, solution = jax.device_get((result, solution))
+    return lmer_design(build_design(formula, data, weights), reml, data_name=data_name)
+
+
+def lmer_design(
+    design: Design,
+    reml: bool = True,
+    theta0=None,
+    data_name: str | None = None,
+    iterations=ITERATIONS,
+) -> LinearMixedModelFit:
+    """Fit a checked design (the second half of :func:`lmer`), from ``theta0`` when given;
+    ``iterations=EVALUATE_ONLY`` takes the fit at ``theta0`` as it is."""
+    core = from_design(design, reml, shared=True)
+    start = parameters.starting_theta(design) if theta0 is None else theta0
+    blocks, scale, opt, solution = fit_model(core, start, iterations)
     fit = LinearMixedModelFit(
         design=design,
+        model=core,
         blocks=blocks,
-        reml=bool(reml),
-        opt=result,
+        scale=scale,
+        opt=opt,
         solution=solution,
         data_name=data_name,
     )
     if not fit.converged:
         warnings.warn(
-            f"model may not have converged: {STATUS_MESSAGES[int(result.status)]}",
-            ConvergenceWarning,
-            stacklevel=2,
+            f"model may not have converged: {fit.status}", ConvergenceWarning, stacklevel=3
         )
     return fit
 
 
 def _refit(fit: LinearMixedModelFit, reml: bool) -> LinearMixedModelFit:
-    """The same design and blocks fitted again from the fit's theta."""
-    result, solution = jax.device_get(fit_blocks(fit.blocks, jnp.asarray(fit.theta), reml=reml))
-    return dataclasses.replace(fit, reml=reml, opt=result, solution=solution)
+    """The same design fitted again from the fit's theta, by REML or ML."""
+    core = dataclasses.replace(fit.model, info=dataclasses.replace(fit.model.info, reml=reml))
+    blocks, scale, opt, solution = fit_model(core, fit.theta)
+    return dataclasses.replace(
+        fit, model=core, blocks=blocks, scale=scale, opt=opt, solution=solution
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,21 +128,39 @@ class LinearMixedModelFit:
     """A fitted linear mixed model (immutable). Numbers follow lme4's definitions."""
 
     design: Design
-    blocks: Blocks
-    reml: bool
-    opt: OptResult
-    solution: Solution
+    model: Model  # the functional core's model (padded to its size class)
+    blocks: Blocks  # its cross-products for the response divided by ``scale``
+    scale: float
+    opt: OptResult  # padded, on the divided response's scale
+    solution: Solution  # padded, on the divided response's scale
     data_name: str | None = None
+
+    @cached_property
+    def estimates(self) -> Estimates:
+        """The estimates as the functional core's pytree (NumPy leaves)."""
+        return assemble(
+            self.opt.theta,
+            self.solution,
+            self.opt.value,
+            self.opt.status,
+            self.blocks.nobs,
+            self.scale,
+            self.model,
+        )
+
+    @property
+    def reml(self) -> bool:
+        return self.model.reml
 
     # --- criterion and likelihood -------------------------------------------------------
     @property
     def objective(self) -> float:
         """REML criterion (``REMLcrit``) for REML fits, deviance for ML fits."""
-        return float(self.opt.value)
+        return float(self.estimates.objective)
 
     @property
     def theta(self) -> np.ndarray:
-        return np.array(self.opt.theta)
+        return np.array(self.estimates.theta)
 
     @property
     def nobs(self) -> int:
@@ -167,17 +195,17 @@ class LinearMixedModelFit:
     # --- estimates -----------------------------------------------------------------------
     @property
     def sigma(self) -> float:
-        dof = self.nobs - (len(self.design.fixed_names) if self.reml else 0)
-        return float(np.sqrt(self.solution.pwrss / dof))
+        return float(self.estimates.sigma)
 
     @property
     def fixef(self) -> pd.Series:
-        return pd.Series(np.array(self.solution.beta), index=list(self.design.fixed_names))
+        return pd.Series(np.array(self.estimates.beta), index=list(self.design.fixed_names))
 
     @property
     def vcov(self) -> pd.DataFrame:
         names = list(self.design.fixed_names)
-        v = self.sigma**2 * np.array(self.solution.vcov_unscaled)
+        p = len(names)
+        v = self.sigma**2 * np.array(self.solution.vcov_unscaled)[:p, :p]
         return pd.DataFrame(v, index=names, columns=names)
 
     @property
@@ -185,32 +213,41 @@ class LinearMixedModelFit:
         return pd.Series(np.sqrt(np.diag(self.vcov)), index=self.vcov.index)
 
     @property
+    def sizes(self) -> tuple[int, ...]:
+        """Columns of each random term, in the model's term order."""
+        return self.model.info.sizes
+
+    @property
     def singular(self) -> bool:
         """True when a diagonal element of some T is (near) zero (lme4's ``isSingular``)."""
-        diagonal = parameters.diagonal_mask(self.blocks.sizes)
+        diagonal = parameters.diagonal_mask(self.sizes)
         return bool(np.any(self.theta[diagonal] < SINGULAR_TOL))
 
     @property
+    def status_code(self) -> Status:
+        return Status(int(self.opt.status))
+
+    @property
     def converged(self) -> bool:
-        return int(self.opt.status) == CONVERGED
+        return self.status_code.converged
 
     @property
     def status(self) -> str:
-        return STATUS_MESSAGES[int(self.opt.status)]
+        return self.status_code.message
 
     def _term_effects(self) -> list[np.ndarray]:
         """Conditional modes per term, each (levels, columns)."""
-        effects = [np.array(self.solution.b1)]
-        flat, start = np.array(self.solution.b_rest), 0
-        for term in self.design.terms[1:]:
+        effects, start = [], 0
+        b = np.asarray(self.estimates.b)
+        for term in self.design.terms:
             size = term.n_levels * term.n_columns
-            effects.append(flat[start : start + size].reshape(term.n_levels, term.n_columns))
+            effects.append(b[start : start + size].reshape(term.n_levels, term.n_columns))
             start += size
         return effects
 
     @cached_property
     def fitted(self) -> pd.Series:
-        values = self.design.x @ np.array(self.solution.beta)
+        values = self.design.x @ self.fixef.to_numpy() + self.model.offset
         for term, b in zip(self.design.terms, self._term_effects(), strict=True):
             values = values + np.sum(term.z * b[term.codes], axis=1)
         return pd.Series(values, index=self.design.rows)
@@ -232,7 +269,7 @@ class LinearMixedModelFit:
 
     def _variance_components(self) -> pd.DataFrame:
         rows = []
-        covs = parameters.covariances(self.theta, self.blocks.sizes, self.sigma)
+        covs = parameters.covariances(self.theta, self.sizes, self.sigma)
         for term, group, cov in zip(self.design.terms, self._term_group_names(), covs, strict=True):
             sd = np.sqrt(np.diag(cov))
             for a, name in enumerate(term.names):
@@ -250,13 +287,13 @@ class LinearMixedModelFit:
         """Variance components in the layout of lme4's ``as.data.frame(VarCorr(m))``, with the
         ``std_error`` of each ``sdcor`` entry (delta method on the exact Hessian)."""
         se = np.sqrt(np.diag(self.vcov_sdcor.to_numpy()))
-        order = parameters.varcorr_order(self.blocks.sizes)
+        order = parameters.varcorr_order(self.sizes)
         return self._variance_components().assign(std_error=se[order])
 
     # --- inference -----------------------------------------------------------------------
     @cached_property
     def _derivatives(self) -> VarparDerivatives:
-        return varpar_derivatives(self.theta, self.sigma, self.blocks, self.reml)
+        return varpar_derivatives(self.theta, self.sigma, self.blocks, self.scale, self.reml)
 
     @property
     def vcov_varpar(self) -> pd.DataFrame:
@@ -314,9 +351,9 @@ class LinearMixedModelFit:
             joint = len(matrix) > 1
         if not joint:
             return self._t_tests(matrix, pd.RangeIndex(len(matrix)), ddf)
-        return pd.DataFrame([self._f_test(matrix, ddf)])
+        return pd.DataFrame([self.f_test(matrix, ddf)])
 
-    def _f_test(self, matrix: np.ndarray, ddf: str) -> dict:
+    def f_test(self, matrix: np.ndarray, ddf: str = "satterthwaite") -> dict:
         """F test of ``matrix @ beta = 0`` in lmerTest's columns (Mean Sq: unscaled F sigma^2)."""
         ddf = ddf_method(ddf)
         beta, vcov = self.fixef.to_numpy(), self.vcov.to_numpy()
@@ -331,9 +368,7 @@ class LinearMixedModelFit:
 
     def anova(self, ddf: str = "satterthwaite") -> pd.DataFrame:
         """Type III F tests of the fixed-effect terms (lmerTest's ``anova(m)``)."""
-        from .anova_tables import fixed_effects_table
-
-        return fixed_effects_table(self, ddf)
+        return fixed_effects_table(self.design, partial(self.f_test, ddf=ddf))
 
     def confint(
         self, method: str = "profile", level: float = 0.95, nsim: int = 1000, seed=None
@@ -349,11 +384,9 @@ class LinearMixedModelFit:
             raise InferenceError(f"level must be between 0 and 1, got {level!r}")
         method = str(method).lower()
         if method == "profile":
-            from .profile import profile_confint
-
             return profile_confint(self, level)
         if method == "wald":
-            z = stats.norm.ppf((1 + level) / 2)
+            z = special.ndtri((1 + level) / 2)
             names = parameters.sdcor_names(self.design.terms)
             est, se = self.fixef, self.std_errors
             lower = np.concatenate([np.full(len(names), np.nan), est - z * se])
@@ -364,25 +397,29 @@ class LinearMixedModelFit:
             return self.bootstrap(nsim, seed).confint(level)
         raise InferenceError(f"method must be 'profile', 'wald' or 'bootstrap', got {method!r}")
 
-    def bootstrap(self, nsim: int = 1000, seed=None):
+    def bootstrap(self, nsim: int = 1000, seed=None) -> BootstrapResult:
         """Parametric bootstrap: ``nsim`` responses simulated from the fit, all refitted in one
         batch. ``.samples`` holds the replicates, ``.confint(level)`` percentile intervals."""
-        from .bootstrap import bootstrap
-
-        return bootstrap(self, nsim, seed)
+        responses = self._simulated(nsim, seed)
+        return bootstrap(self.design, self.reml, self.theta, self.sigma, self.fixef, responses)
 
     def predict(self, newdata=None, re_form=None, allow_new_levels: bool = False) -> pd.Series:
         """Predictions for the fit's rows or ``newdata`` (lme4's ``predict``); ``re_form="~0"``
         for the population level, a formula such as ``"~ (1 | g)"`` for some random terms."""
-        from .predict import predict
+        beta, effects = self.fixef.to_numpy(), self._term_effects()
+        offset = self.model.offset
+        return predict(self.design, beta, effects, offset, newdata, re_form, allow_new_levels)
 
-        return predict(self, newdata, re_form, allow_new_levels)
+    def _simulated(self, nsim, seed) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        beta, offset = self.fixef.to_numpy(), self.model.offset
+        return simulate_responses(self.design, self.theta, self.sigma, beta, offset, nsim, rng)
 
     def simulate(self, nsim: int = 1, seed=None) -> pd.DataFrame:
         """Responses simulated from the fitted model (lme4's ``simulate``): ``sim_1 ...``."""
-        from .predict import simulate
-
-        return simulate(self, nsim, seed)
+        y = self._simulated(nsim, seed)
+        columns = {f"sim_{k + 1}": y[k] for k in range(len(y))}
+        return pd.DataFrame(columns, index=self.design.rows)
 
     def ml_fit(self) -> LinearMixedModelFit:
         """This model fitted by maximum likelihood (itself when it already is)."""
@@ -391,6 +428,24 @@ class LinearMixedModelFit:
     @cached_property
     def _ml_fit(self) -> LinearMixedModelFit:
         return _refit(self, reml=False) if self.reml else self
+
+    def conditional_covariances(self) -> dict[str, np.ndarray]:
+        """Covariance matrices of the random effects given the data, per term and level:
+        (levels, columns, columns) arrays keyed by the term's VarCorr group label (lme4's
+        ``postVar`` of ``ranef(m, condVar = TRUE)``, times sigma^2)."""
+        theta = parameters.pad_theta(self.theta, self.blocks.n_theta)
+        first, rest = _host(programs.run(conditional_covariances, theta, self.blocks))
+        terms, blocks, start = self.design.terms, [], 0
+        if self.model.rows.ng1:  # term 1 block-diagonal, the later terms in the dense block
+            t1, terms = terms[0], terms[1:]
+            blocks.append(first[: t1.n_levels, : t1.n_columns, : t1.n_columns])
+        for term in terms:
+            s = term.n_columns
+            index = start + np.arange(term.n_levels)[:, None] * s + np.arange(s)[None, :]
+            blocks.append(rest[index[:, :, None], index[:, None, :]])
+            start += term.n_levels * s
+        names = self._term_group_names()
+        return {name: self.sigma**2 * c for name, c in zip(names, blocks, strict=True)}
 
     def ranef(self, condvar: bool = False) -> dict[str, pd.DataFrame]:
         """Conditional modes per grouping factor (lme4's ``ranef``): levels x effect columns.
@@ -401,8 +456,8 @@ class LinearMixedModelFit:
         effects = self._term_effects()
         sds = None
         if condvar:
-            covs = jax.device_get(_conditional_covariances(jnp.asarray(self.theta), self.blocks))
-            sds = [self.sigma * np.sqrt(np.diagonal(c, axis1=1, axis2=2)) for c in covs]
+            covs = self.conditional_covariances().values()
+            sds = [np.sqrt(np.diagonal(c, axis1=1, axis2=2)) for c in covs]
         frames: dict[str, pd.DataFrame] = {}
         for k, (term, b) in enumerate(zip(self.design.terms, effects, strict=True)):
             columns = {name: b[:, a] for a, name in enumerate(term.names)}

@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
-from . import parameters
+from . import parameters, programs
 from .crossprod import Blocks
 from .deviance import reduced_system
 from .errors import InferenceError
@@ -33,22 +33,32 @@ def varpar_deviance(varpar, blocks: Blocks, reml=True):
     d = jnp.diag(cholesky(schur))
     p, n, sigma2 = blocks.p, blocks.nobs, sigma**2
     dev = logdet_l + d[p] ** 2 / sigma2 + n * jnp.log(2 * jnp.pi * sigma2) - blocks.sum_log_weights
-    reml_terms = 2 * jnp.sum(jnp.log(d[:p])) - p * jnp.log(2 * jnp.pi * sigma2)
+    reml_terms = 2 * jnp.sum(jnp.log(d[:p])) - blocks.n_fixed * jnp.log(2 * jnp.pi * sigma2)
     return dev + jnp.where(reml, reml_terms, 0.0)
 
 
 def beta_covariance(varpar, blocks: Blocks):
-    """vcov(beta) = sigma^2 (R_X'R_X)^{-1} at varpar = (theta, sigma)."""
+    """vcov(beta) = sigma^2 (R_X'R_X)^{-1} at varpar = (theta, sigma) (padded columns too)."""
     _, schur = reduced_system(varpar[:-1], blocks)
     p = blocks.p
     return varpar[-1] ** 2 * spd_inverse(schur[:p, :p])
 
 
-@jax.jit
-def _derivatives(varpar, blocks: Blocks, reml):
-    hessian = jax.hessian(varpar_deviance)(varpar, blocks, reml)
-    jacobian = jnp.moveaxis(jax.jacfwd(beta_covariance)(varpar, blocks), -1, 0)
-    sdcor_jacobian = jax.jacfwd(lambda v: parameters.sdcor(v[:-1], v[-1], blocks.sizes))(varpar)
+def varpar_jacobians(varpar, blocks: Blocks, scale, reml):
+    """The Hessian of the deviance in varpar and the Jacobian of vcov(beta), for blocks of the
+    response divided by ``scale`` and varpar on the response's own scale (sigma = scale times
+    the divided response's sigma, vcov(beta) = scale^2 times its)."""
+    units = jnp.ones_like(varpar).at[-1].set(scale)
+    own = varpar / units
+    hessian = jax.hessian(varpar_deviance)(own, blocks, reml) / jnp.outer(units, units)
+    jacobian = jnp.moveaxis(jax.jacfwd(beta_covariance)(own, blocks), -1, 0)
+    return hessian, scale**2 * jacobian / units[:, None, None]
+
+
+def _derivatives(varpar, blocks: Blocks, scale, reml):
+    hessian, jacobian = varpar_jacobians(varpar, blocks, scale, reml)
+    layout, width = blocks.layout, blocks.width
+    sdcor_jacobian = jax.jacfwd(lambda v: parameters.sdcor(v[:-1], v[-1], layout, width))(varpar)
     return hessian, jacobian, sdcor_jacobian
 
 
@@ -69,13 +79,28 @@ class VarparDerivatives:
         return j @ self.vcov_varpar @ j.T
 
 
-def varpar_derivatives(theta, sigma, blocks: Blocks, reml: bool) -> VarparDerivatives:
-    varpar = np.append(np.asarray(theta, dtype=np.float64), sigma)
-    hessian, jacobian, sdcor_jacobian = jax.device_get(
-        _derivatives(jnp.asarray(varpar), blocks, reml)
+def real_entries(blocks: Blocks, n_theta: int) -> np.ndarray:
+    """Positions of the real theta entries and sigma in a padded varpar."""
+    return np.append(np.arange(n_theta), blocks.n_theta)
+
+
+def varpar_derivatives(theta, sigma, blocks: Blocks, scale, reml: bool) -> VarparDerivatives:
+    """:class:`VarparDerivatives` at (theta, sigma) (real lengths) from the padded blocks."""
+    n_theta, p = len(theta), int(np.asarray(blocks.n_fixed))
+    varpar = np.append(parameters.pad_theta(theta, blocks.n_theta), sigma)
+    hessian, jacobian, sdcor_jacobian = (
+        np.asarray(a) for a in programs.run(_derivatives, varpar, blocks, scale, reml)
     )
+    real = real_entries(blocks, n_theta)
+    hessian = hessian[np.ix_(real, real)]
     vcov_varpar = 2 * np.linalg.pinv(hessian, hermitian=True)  # the inverse where H is PD
-    return VarparDerivatives(varpar, hessian, vcov_varpar, jacobian, sdcor_jacobian)
+    return VarparDerivatives(
+        varpar[real],
+        hessian,
+        vcov_varpar,
+        jacobian[real][:, :p, :p],
+        sdcor_jacobian[np.ix_(real, real)],
+    )
 
 
 # --- contrasts ----------------------------------------------------------------------------
@@ -136,7 +161,7 @@ def t_table(contrasts: np.ndarray, beta, vcov, dfs, index) -> pd.DataFrame:
     se = np.sqrt(np.einsum("qi,ij,qj->q", contrasts, vcov, contrasts))
     t = estimate / se
     dfs = np.asarray(dfs, dtype=np.float64)
-    p = 2 * stats.t.sf(np.abs(t), dfs)  # NaN where df is NaN
+    p = 2 * special.stdtr(dfs, -np.abs(t))  # NaN where df is NaN
     return pd.DataFrame(
         {"estimate": estimate, "std_error": se, "df": dfs, "t_value": t, "p_value": p},
         index=index,
@@ -179,7 +204,7 @@ def _f_result(num_df: int, den_df: float, f_value: float, wald_f: float) -> dict
 
 
 def f_p(f_value: float, num_df: int, den_df: float) -> float:
-    return float(stats.f.sf(f_value, num_df, den_df))
+    return float(special.fdtrc(num_df, den_df, f_value))
 
 
 def kenward_roger_f(contrasts, beta, vcov, kr: KenwardRoger) -> dict:

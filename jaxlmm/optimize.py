@@ -14,24 +14,15 @@ import jax
 import jax.numpy as jnp
 
 from .linalg import cho_solve, cholesky
-
-CONVERGED = 0
-NONFINITE = 1  # the criterion is not finite at the solution
-GRADIENT_NOT_SMALL = 2  # the Newton step at the solution is too large
-HESSIAN_NOT_PD = 3  # the Hessian on the free parameters is not positive definite
-
-STATUS_MESSAGES = {
-    CONVERGED: "converged",
-    NONFINITE: "criterion not finite at the solution",
-    GRADIENT_NOT_SMALL: "gradient not small at the solution (scaled gradient above tolerance)",
-    HESSIAN_NOT_PD: "Hessian not positive definite at the solution",
-}
+from .status import Status
 
 BOUNDARY_SNAP = 1e-2  # |theta_j| below this is tried at exactly 0 ...
-BOUNDARY_RISE = 1e-7  # ... and kept there if the criterion rises by at most this
+BOUNDARY_RISE = 1e-7  # ... and kept there if the criterion rises by at most this (float64)
 SCALED_GRADIENT_TOL = 1e-3  # convergence check on H^{-1} g, as lme4's relative gradient
 POLISH_TOL = 1e-5  # Newton steps are taken while H^{-1} g exceeds this
-BATCHED_ITERATIONS = (25, 0)  # BFGS iterations and Newton steps under vmap
+ITERATIONS = (500, 2)  # BFGS iterations and Newton steps of a single fit
+BATCHED_ITERATIONS = (25, 2)  # ... under vmap, where every response waits for the slowest
+EVALUATE_ONLY = (0, 0)  # derivatives and status at the start, no steps
 
 
 class OptResult(NamedTuple):
@@ -43,7 +34,7 @@ class OptResult(NamedTuple):
     hessian: jax.Array
     on_boundary: jax.Array  # bool per theta: held at 0
     iterations: jax.Array
-    status: jax.Array
+    status: jax.Array  # a :class:`Status` code
 
 
 class Criterion(NamedTuple):
@@ -79,6 +70,11 @@ class _BfgsState(NamedTuple):
     done: jax.Array
 
 
+def rounding(dtype) -> float:
+    """Relative noise of a criterion value computed in ``dtype`` (the stopping tolerances)."""
+    return max(1e-12, 100 * float(jnp.finfo(dtype).eps))
+
+
 def _shrunk_step(step, trial_value, value, slope):
     """Next step length after a rejected trial: safeguarded quadratic interpolation."""
     bend = trial_value - value - step * slope
@@ -101,11 +97,13 @@ def bfgs(value_and_grad, theta0, max_iter, gtol, start=None, first_step=0.5, max
     and gradient at exactly one trial point, kept if it lowers the criterion enough (Armijo),
     else the step shrinks for the next iteration: under ``vmap`` no fit waits for another's
     line search, and alone no point is evaluated twice. Steps move at most ``max_step`` in any
-    coordinate: far from the optimum the criterion is far from quadratic.
+    coordinate: far from the optimum the criterion is far from quadratic. Coordinates where
+    the gradient is exactly zero (padding) never move.
     """
     n = theta0.shape[0]
-    eye = jnp.eye(n)
-    c1, ftol = 1e-4, 1e-12
+    eye = jnp.eye(n, dtype=theta0.dtype)
+    c1, ftol = 1e-4, rounding(theta0.dtype)
+    tiny = jnp.finfo(theta0.dtype).tiny
 
     def scaled_identity(grad):
         return eye * first_step / jnp.maximum(jnp.max(jnp.abs(grad)), 1e-12)
@@ -114,7 +112,7 @@ def bfgs(value_and_grad, theta0, max_iter, gtol, start=None, first_step=0.5, max
         direction = -state.inv_hess @ state.grad
         descent = direction @ state.grad < 0
         direction = jnp.where(descent, direction, -state.grad)
-        cap = jnp.minimum(1.0, max_step / jnp.maximum(jnp.max(jnp.abs(direction)), 1e-300))
+        cap = jnp.minimum(1.0, max_step / jnp.maximum(jnp.max(jnp.abs(direction)), tiny))
         direction = cap * direction
         slope = direction @ state.grad
         trial = state.theta + state.step * direction
@@ -126,14 +124,14 @@ def bfgs(value_and_grad, theta0, max_iter, gtol, start=None, first_step=0.5, max
         rho = 1.0 / sy
         update = (eye - rho * jnp.outer(s, y)) @ state.inv_hess @ (eye - rho * jnp.outer(y, s))
         update = update + rho * jnp.outer(s, s)
-        curvature_ok = sy > 1e-12 * jnp.sqrt((s @ s) * (y @ y))
+        curvature_ok = sy > ftol * jnp.sqrt((s @ s) * (y @ y))
         inv_hess = jnp.where(curvature_ok, update, state.inv_hess)
         if start is None:
             inv_hess = jnp.where(state.iteration == 0, scaled_identity(grad), inv_hess)
 
         shrunk = _shrunk_step(state.step, value, state.value, slope)
-        # Stop when a step no longer lowers fun beyond rounding (its noise is ~1e-14 relative),
-        # or when the next step is not expected to (its predicted decrease is below that).
+        # Stop when a step no longer lowers fun beyond rounding, or when the next step is not
+        # expected to (its predicted decrease is below that).
         noise = ftol * (1 + jnp.abs(value))
         stalled = (state.value - value <= noise) | (grad @ inv_hess @ grad <= 2 * noise)
         done = jnp.where(accept, stalled | (jnp.max(jnp.abs(grad)) < gtol), shrunk < 1e-10)
@@ -148,44 +146,46 @@ def bfgs(value_and_grad, theta0, max_iter, gtol, start=None, first_step=0.5, max
             done,
         )
 
-    zero, one = jnp.zeros((), jnp.int32), jnp.ones(())
+    zero, one = jnp.zeros((), jnp.int32), jnp.ones((), theta0.dtype)
     if start is None:  # a zero first step, accepted against an infinite value
-        state = _BfgsState(theta0, jnp.inf * one, jnp.zeros(n), eye, one, zero, jnp.array(False))
+        state = _BfgsState(theta0, jnp.inf * one, jnp.zeros_like(theta0), eye, one, zero, False)
     else:
         value, grad, hess = start
         newton = cho_solve(cholesky(hess), eye)
         inv_hess = jnp.where(jnp.all(jnp.isfinite(newton)), newton, scaled_identity(grad))
         state = _BfgsState(theta0, value, grad, inv_hess, one, zero, ~jnp.isfinite(value))
+    state = state._replace(done=jnp.asarray(state.done))
     state = jax.lax.while_loop(lambda st: ~st.done & (st.iteration < max_iter), body, state)
     return state.theta, state.iteration
 
 
 def _snap_to_boundary(fun, theta, diagonal, enabled=True):
     """Try each small diagonal entry at exactly 0; keep it there if fun rises by at most a hair.
-    ``enabled`` (may be traced) turns the whole step off."""
-    indices = jnp.asarray(diagonal.nonzero()[0])
-    if not len(indices):
-        return theta, jnp.zeros(theta.shape, dtype=bool)
+    ``diagonal`` (bool per entry, may be traced) marks the candidates; ``enabled`` (may be
+    traced) turns the whole step off."""
+    eps = float(jnp.finfo(theta.dtype).eps)
+
+    def allowed_rise(value):  # in float32, rounding noise is relative to the value
+        return BOUNDARY_RISE if eps < 1e-10 else 1e3 * eps * (1 + jnp.abs(value))
 
     def value_if(small, point):  # a single fit skips evaluations that cannot snap
-        return jax.lax.cond(small, fun, lambda _: jnp.array(jnp.inf), point)
+        return jax.lax.cond(small, fun, lambda _: jnp.array(jnp.inf, theta.dtype), point)
 
-    def body(k, carry):
+    def body(j, carry):
         theta, value, on_boundary = carry
-        j = indices[k]
         candidate = theta.at[j].set(0.0)
-        small = enabled & (jnp.abs(theta[j]) < BOUNDARY_SNAP)
+        small = enabled & diagonal[j] & (jnp.abs(theta[j]) < BOUNDARY_SNAP)
         cand_value = value_if(small, candidate)
-        snap = small & (cand_value <= value + BOUNDARY_RISE)
+        snap = small & (cand_value <= value + allowed_rise(value))
         return (
             jnp.where(snap, candidate, theta),
             jnp.where(snap, cand_value, value),
             on_boundary.at[j].set(snap),
         )
 
-    any_small = enabled & jnp.any(jnp.abs(theta[indices]) < BOUNDARY_SNAP)
+    any_small = enabled & jnp.any(diagonal & (jnp.abs(theta) < BOUNDARY_SNAP))
     start = (theta, value_if(any_small, theta), jnp.zeros(theta.shape, dtype=bool))
-    theta, _, on_boundary = jax.lax.fori_loop(0, len(indices), body, start)
+    theta, _, on_boundary = jax.lax.fori_loop(0, theta.shape[0], body, start)
     return theta, on_boundary
 
 
@@ -207,21 +207,26 @@ class _Round(NamedTuple):
     done: jax.Array
 
 
-def minimize(criterion: Criterion, theta0, diagonal, batched=False, gtol=1e-6) -> OptResult:
-    """Minimise ``criterion`` from ``theta0``; ``diagonal`` (NumPy bool) marks entries bounded
-    at 0.
+def minimize(
+    criterion: Criterion, theta0, diagonal, active, iterations=ITERATIONS, gtol=1e-6
+) -> OptResult:
+    """Minimise ``criterion`` from ``theta0``. ``diagonal`` (bool per entry) marks entries
+    bounded at 0; ``active`` the entries that the criterion depends on (the others are padding,
+    held where they are).
 
     Each round evaluates the exact derivatives at one point (so the Hessian is traced once).
     Round 0, at ``theta0``, runs BFGS from there, then tries small diagonal entries at exactly
     0; later rounds take exact Newton steps on the free coordinates while the step exceeds
     POLISH_TOL, keeping a step only if it does not raise the criterion. The derivatives at the
-    last point kept give the convergence status. ``batched=True`` shapes the loops for
-    ``vmap``, where every response pays for the slowest: fewer BFGS iterations and no Newton
-    steps; the exact check at the end still tells which responses did not converge.
+    last point kept give the convergence status. ``iterations`` (BFGS iterations, Newton
+    steps; may be traced) caps the loops: :data:`BATCHED_ITERATIONS` under ``vmap``, where the
+    exact check at the end tells which responses did not converge, :data:`EVALUATE_ONLY` for
+    the status of a given point.
     """
-    max_iter, newton_steps = BATCHED_ITERATIONS if batched else (500, 2)
+    max_iter, newton_steps = iterations
     n = theta0.shape[0]
-    eye = jnp.eye(n)
+    eye = jnp.eye(n, dtype=theta0.dtype)
+    diagonal = diagonal & active
 
     def derivatives(theta, free):
         value, grad, hess = criterion.value_grad_hess(theta)
@@ -230,7 +235,7 @@ def minimize(criterion: Criterion, theta0, diagonal, batched=False, gtol=1e-6) -
         return _Derivatives(value, grad, hess, chol, step)
 
     def body(r: _Round):
-        new = derivatives(r.point, ~r.on_boundary)
+        new = derivatives(r.point, active & ~r.on_boundary)
         first = r.k == 0
         accept = (r.k <= 1) | (jnp.isfinite(new.value) & (new.value <= r.d.value))
         pick = partial(jnp.where, accept)
@@ -240,7 +245,7 @@ def minimize(criterion: Criterion, theta0, diagonal, batched=False, gtol=1e-6) -
             theta,
             jnp.where(first, max_iter, 0),
             gtol,
-            start=(d.value, d.grad, d.hess),
+            start=(d.value, d.grad, jnp.where(active[:, None] & active[None, :], d.hess, eye)),
         )
         found, on_boundary = _snap_to_boundary(criterion.value, found, diagonal, enabled=first)
         newton = jnp.where(jnp.all(jnp.isfinite(d.step)), theta - d.step, theta)
@@ -255,8 +260,8 @@ def minimize(criterion: Criterion, theta0, diagonal, batched=False, gtol=1e-6) -
             ~(first | more),
         )
 
-    nan = jnp.full(n, jnp.nan)
-    nothing = _Derivatives(jnp.array(jnp.inf), nan, jnp.full((n, n), jnp.nan), eye, nan)
+    nan = jnp.full(n, jnp.nan, theta0.dtype)
+    nothing = _Derivatives(jnp.array(jnp.inf, theta0.dtype), nan, eye * jnp.nan, eye, nan)
     no, zero = jnp.zeros(n, dtype=bool), jnp.zeros((), jnp.int32)
     start = _Round(zero, theta0, theta0, nothing, no, zero, jnp.array(False))
     r = jax.lax.while_loop(lambda r: ~r.done, body, start)
@@ -264,11 +269,11 @@ def minimize(criterion: Criterion, theta0, diagonal, batched=False, gtol=1e-6) -
     small_step = jnp.max(jnp.abs(d.step)) <= SCALED_GRADIENT_TOL
     status = jnp.where(
         ~jnp.isfinite(d.value),
-        NONFINITE,
+        Status.NONFINITE,
         jnp.where(
             ~jnp.all(jnp.isfinite(d.chol)),
-            HESSIAN_NOT_PD,
-            jnp.where(small_step, CONVERGED, GRADIENT_NOT_SMALL),
+            Status.HESSIAN_NOT_PD,
+            jnp.where(small_step, Status.CONVERGED, Status.GRADIENT_NOT_SMALL),
         ),
-    )
+    ).astype(jnp.int32)
     return OptResult(r.theta, d.value, d.grad, d.hess, r.on_boundary, r.iterations, status)

@@ -2,14 +2,24 @@
 
 Each term with ``s`` columns has a lower-triangular ``s x s`` factor ``T`` (relative to sigma),
 stored column by column: for s = 2, theta = (T00, T10, T11). Lambda = I_levels (x) T.
+
+Two views of the same layout:
+- host helpers take the terms' column counts ``sizes`` (NumPy, real lengths);
+- :class:`ThetaLayout` describes theta padded to a size class as data (which term, row and
+  column each entry fills), so compiled code depends on the padded length only, not on the
+  particular terms (lme4's ``Lind`` idea).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+
+from .linalg import batched_cholesky
 
 
 @cache
@@ -28,17 +38,6 @@ def theta_offsets(sizes: tuple[int, ...]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum([n_theta(s) for s in sizes])]).astype(int)
 
 
-def factors(theta, sizes: tuple[int, ...]) -> list:
-    """theta -> the lower-triangular factor T of each term (JAX, differentiable)."""
-    offsets = theta_offsets(sizes)
-    result = []
-    for k, s in enumerate(sizes):
-        rows, cols = tril_indices(s)
-        block = theta[offsets[k] : offsets[k + 1]]
-        result.append(jnp.zeros((s, s), dtype=theta.dtype).at[rows, cols].set(block))
-    return result
-
-
 def initial_theta(sizes: tuple[int, ...]) -> np.ndarray:
     """lme4's start: identity factors."""
     return np.concatenate([(tril_indices(s)[0] == tril_indices(s)[1]).astype(float) for s in sizes])
@@ -55,18 +54,6 @@ def off_boundary(theta, sizes: tuple[int, ...], floor: float = 0.1) -> np.ndarra
     criterion is even in each column of T), so an optimiser started there never leaves."""
     theta = np.asarray(theta, dtype=np.float64)
     return np.where(diagonal_mask(sizes) & (np.abs(theta) < floor), floor, theta)
-
-
-def canonical_theta(theta, sizes: tuple[int, ...]):
-    """Flip the sign of each column of T whose diagonal is negative (T T' is unchanged)."""
-    offsets = theta_offsets(sizes)
-    signs = []
-    for k, s in enumerate(sizes):
-        rows, cols = tril_indices(s)
-        block = theta[offsets[k] : offsets[k + 1]]
-        column_sign = jnp.where(block[rows == cols] < 0, -1.0, 1.0)
-        signs.append(column_sign[cols])
-    return theta * jnp.concatenate(signs)
 
 
 def factor_arrays(theta, sizes: tuple[int, ...]) -> list[np.ndarray]:
@@ -91,76 +78,16 @@ def covariances(theta, sizes: tuple[int, ...], sigma) -> list[np.ndarray]:
     return [sigma2 * t @ np.swapaxes(t, -1, -2) for t in factor_arrays(theta, sizes)]
 
 
-def starting_theta(design, floor: float = 0.1, sweeps: int = 3) -> np.ndarray:
-    """A start for the optimiser: lme4's identity factors, except that a random intercept gets
-    a moment estimate of its relative SD (between-level variance of backfitted level means over
-    the residual variance). A nearby start saves most of the iterations on crossed designs.
-    Estimates are floored at ``floor``: theta = 0 is a stationary point to be reached, not left.
-    """
-    x, y, w = design.x, design.y, design.weights
-    sqrt_w = np.sqrt(w)
-    resid = y - x @ np.linalg.lstsq(x * sqrt_w[:, None], y * sqrt_w, rcond=None)[0]
-    intercepts = [k for k, t in enumerate(design.terms) if t.names == ("(Intercept)",)]
-    effects = {k: np.zeros(design.terms[k].n_levels) for k in intercepts}
-    counts = {k: np.bincount(design.terms[k].codes, weights=w) for k in intercepts}
-    for _ in range(sweeps):
-        for k in intercepts:
-            codes = design.terms[k].codes
-            partial = resid - sum(effects[j][design.terms[j].codes] for j in intercepts if j != k)
-            effects[k] = np.bincount(codes, weights=w * partial) / counts[k]
-    remaining = resid - sum(effects[k][design.terms[k].codes] for k in intercepts)
-    dof = max(len(y) - sum(len(e) for e in effects.values()) - x.shape[1], 1)
-    sigma2 = max(np.sum(w * remaining**2) / dof, np.finfo(float).tiny)
-    theta = []
-    for k, term in enumerate(design.terms):
-        start = initial_theta((term.n_columns,))
-        if k in effects:
-            between = np.var(effects[k]) - np.mean(sigma2 / counts[k])
-            start = np.array([max(np.sqrt(max(between, 0.0) / sigma2), floor)])
-        theta.append(start)
-    return np.concatenate(theta)
-
-
-def _safe_norm(rows):
-    """Euclidean norm of each row, with derivative 0 (not NaN) at a zero row."""
-    squares = jnp.sum(rows**2, axis=-1)
-    positive = squares > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, squares, 1.0)), 0.0)
-
-
-def sdcor(theta, sigma, sizes: tuple[int, ...]):
-    """(theta, sigma) -> the SDs and correlations of each term, in theta's order (a diagonal
-    entry gives the SD of its column, an off-diagonal entry the correlation of its row and
-    column), then sigma: lme4's ``confint`` parameters. JAX, differentiable."""
-    out = []
-    for t, s in zip(factors(theta, sizes), sizes, strict=True):
-        norms = _safe_norm(t)
-        rows, cols = tril_indices(s)
-        dots = jnp.sum(t[rows] * t[cols], axis=-1)
-        denom = norms[rows] * norms[cols]
-        out.append(jnp.where(rows == cols, sigma * norms[rows], dots / denom))
-    return jnp.concatenate(out + [jnp.reshape(sigma, (1,))])
-
-
-def theta_from_sdcor(psi, sizes: tuple[int, ...]):
-    """Inverse of :func:`sdcor`: (SDs and correlations per term, sigma) -> (theta, sigma).
-
-    T = diag(sd) chol(R) / sigma with R the correlation matrix; NaN where R is not PD.
-    """
-    from .linalg import batched_cholesky
-
-    sigma = psi[-1]
-    offsets = theta_offsets(sizes)
-    thetas = []
-    for k, s in enumerate(sizes):
-        rows, cols = tril_indices(s)
-        block = psi[offsets[k] : offsets[k + 1]]
-        sd = block[rows == cols]
-        corr = jnp.eye(s).at[rows, cols].set(jnp.where(rows == cols, 1.0, block))
-        corr = corr.at[cols, rows].set(corr[rows, cols])
-        t = sd[:, None] * batched_cholesky(corr) / sigma
-        thetas.append(t[rows, cols])
-    return jnp.concatenate(thetas), sigma
+def sdcor_values(theta, sizes: tuple[int, ...], sigma) -> np.ndarray:
+    """(theta, sigma) -> SDs and correlations per term, then sigma, as :func:`sdcor` (NumPy);
+    ``theta`` may carry leading batch axes (..., n_theta) with ``sigma`` of shape (...)."""
+    values = []
+    for cov, s in zip(covariances(theta, sizes, sigma), sizes, strict=True):
+        sd = np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1))
+        for i, j in zip(*tril_indices(s), strict=True):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                values.append(sd[..., i] if i == j else cov[..., i, j] / (sd[..., i] * sd[..., j]))
+    return np.stack(values + [np.asarray(sigma, dtype=np.float64)], axis=-1)
 
 
 def sdcor_names(terms) -> list[str]:
@@ -188,3 +115,150 @@ def varcorr_order(sizes: tuple[int, ...]) -> np.ndarray:
         order += [position[a, a] for a in range(s)]
         order += [position[b, a] for a in range(s) for b in range(a + 1, s)]
     return np.array(order + [theta_offsets(sizes)[-1]])
+
+
+def starting_theta(design, floor: float = 0.1, sweeps: int = 3) -> np.ndarray:
+    """A start for the optimiser: lme4's identity factors, except that a random intercept gets
+    a moment estimate of its relative SD (between-level variance of backfitted level means over
+    the residual variance). A nearby start saves most of the iterations on crossed designs.
+    Estimates are floored at ``floor``: theta = 0 is a stationary point to be reached, not left.
+    """
+    x, y, w = design.x, design.y - getattr(design, "offset", 0.0), design.weights
+    sqrt_w = np.sqrt(w)
+    resid = y - x @ np.linalg.lstsq(x * sqrt_w[:, None], y * sqrt_w, rcond=None)[0]
+    intercepts = [k for k, t in enumerate(design.terms) if t.names == ("(Intercept)",)]
+    effects = {k: np.zeros(design.terms[k].n_levels) for k in intercepts}
+    counts = {k: np.bincount(design.terms[k].codes, weights=w) for k in intercepts}
+    for _ in range(sweeps):
+        for k in intercepts:
+            codes = design.terms[k].codes
+            partial = resid - sum(effects[j][design.terms[j].codes] for j in intercepts if j != k)
+            effects[k] = np.bincount(codes, weights=w * partial) / counts[k]
+    remaining = resid - sum(effects[k][design.terms[k].codes] for k in intercepts)
+    dof = max(len(y) - sum(len(e) for e in effects.values()) - x.shape[1], 1)
+    sigma2 = max(np.sum(w * remaining**2) / dof, np.finfo(float).tiny)
+    theta = []
+    for k, term in enumerate(design.terms):
+        start = initial_theta((term.n_columns,))
+        if k in effects:
+            between = np.var(effects[k]) - np.mean(sigma2 / counts[k])
+            start = np.array([max(np.sqrt(max(between, 0.0) / sigma2), floor)])
+        theta.append(start)
+    return np.concatenate(theta)
+
+
+# --- theta padded to a size class, its layout as data -------------------------------------
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class ThetaLayout:
+    """Where each entry of a padded theta goes: term ``term``, row ``row``, column ``col`` of
+    that term's T. Entries past the real theta are inactive (they enter nothing)."""
+
+    term: np.ndarray  # (T,) int
+    row: np.ndarray  # (T,) int
+    col: np.ndarray  # (T,) int
+    active: np.ndarray  # (T,) bool
+    pivot: np.ndarray  # (T,) int: the entry holding the diagonal of this entry's column
+
+    @property
+    def diagonal(self):
+        return self.active & (self.row == self.col)
+
+
+def theta_layout(sizes: tuple[int, ...], padded: int) -> ThetaLayout:
+    """The layout of the terms ``sizes`` in a theta of length ``padded`` (NumPy arrays)."""
+    term, row, col, pivot = [], [], [], []
+    offsets = theta_offsets(sizes)
+    for k, s in enumerate(sizes):
+        rows, cols = tril_indices(s)
+        diagonal_at = {
+            int(c): offsets[k] + n
+            for n, (r, c) in enumerate(zip(rows, cols, strict=True))
+            if r == c
+        }
+        term += [k] * len(rows)
+        row += list(rows)
+        col += list(cols)
+        pivot += [diagonal_at[int(c)] for c in cols]
+    n_pad = padded - len(term)
+    fill = len(term) + np.arange(n_pad)  # an inactive entry is its own (zero) pivot
+    return ThetaLayout(
+        term=np.array(term + [0] * n_pad, dtype=np.int32),
+        row=np.array(row + [0] * n_pad, dtype=np.int32),
+        col=np.array(col + [0] * n_pad, dtype=np.int32),
+        active=np.arange(padded) < len(term),
+        pivot=np.concatenate([pivot, fill]).astype(np.int32),
+    )
+
+
+def pad_theta(theta, padded: int) -> np.ndarray:
+    """A real theta (NumPy, possibly with leading batch axes) padded with zeros."""
+    theta = np.asarray(theta, dtype=np.float64)
+    width = [(0, 0)] * (theta.ndim - 1) + [(0, padded - theta.shape[-1])]
+    return np.pad(theta, width)
+
+
+def canonical_theta(theta, layout: ThetaLayout):
+    """Flip the sign of each column of T whose diagonal is negative (T T' is unchanged)."""
+    return theta * jnp.where(theta[layout.pivot] < 0, -1.0, 1.0)
+
+
+def factors(theta, layout: ThetaLayout, width: int):
+    """Every term's T as a (T, width, width) stack (terms past the real ones are zero)."""
+    t = theta.shape[-1]
+    values = jnp.where(layout.active, theta, 0.0)
+    return (
+        jnp.zeros((t, width, width), theta.dtype)
+        .at[layout.term, layout.row, layout.col]
+        .add(values)
+    )
+
+
+def _safe_norm(rows):
+    """Euclidean norm of each row, with derivative 0 (not NaN) at a zero row."""
+    squares = jnp.sum(rows**2, axis=-1)
+    positive = squares > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, squares, 1.0)), 0.0)
+
+
+def sdcor(theta, sigma, layout: ThetaLayout, width: int):
+    """(theta, sigma) -> the SDs and correlations of each term, in theta's order (a diagonal
+    entry gives the SD of its column, an off-diagonal entry the correlation of its row and
+    column; inactive entries 0), then sigma: lme4's ``confint`` parameters. JAX,
+    differentiable."""
+    t = factors(theta, layout, width)
+    norms = _safe_norm(t)  # (T, width): row norms per term
+    own = t[layout.term, layout.row]
+    other = t[layout.term, layout.col]
+    denom = norms[layout.term, layout.row] * norms[layout.term, layout.col]
+    corr = jnp.sum(own * other, axis=-1) / jnp.where(layout.active, denom, 1.0)
+    values = jnp.where(layout.row == layout.col, sigma * norms[layout.term, layout.row], corr)
+    return jnp.append(jnp.where(layout.active, values, 0.0), sigma)
+
+
+def theta_from_sdcor(psi, layout: ThetaLayout, width: int):
+    """Inverse of :func:`sdcor`: (SDs and correlations per term, sigma) -> (theta, sigma).
+
+    T = diag(|sd|) chol(R) / sigma with R the correlation matrix; NaN where R is not PD. (The
+    sign of an SD is dropped: a negative SD would flip the sign of its correlations.)
+    """
+    sigma, values = psi[-1], psi[:-1]
+    t = values.shape[0]
+    diagonal = layout.active & (layout.row == layout.col)
+    off = layout.active & (layout.row != layout.col)
+    diagonal_row = jnp.where(diagonal, layout.row, width)  # off-diagonal entries: dropped
+    sd = jnp.ones((t, width), psi.dtype).at[layout.term, diagonal_row].set(
+        jnp.abs(values), mode="drop"
+    )
+    eye = jnp.broadcast_to(jnp.eye(width, dtype=psi.dtype), (t, width, width))
+    lower = (
+        jnp.zeros((t, width, width), psi.dtype)
+        .at[layout.term, layout.row, layout.col]
+        .add(jnp.where(off, values, 0.0))
+    )
+    corr = eye + lower + jnp.swapaxes(lower, 1, 2)
+    chol = batched_cholesky(corr)
+    theta = sd[layout.term, layout.row] * chol[layout.term, layout.row, layout.col] / sigma
+    return jnp.where(layout.active, theta, 0.0), sigma

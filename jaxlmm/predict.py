@@ -13,11 +13,11 @@ from .errors import InferenceError
 from .formula import parse_formula
 
 
-def _selected_columns(fit, re_form) -> list[np.ndarray]:
+def _selected_columns(design, re_form) -> list[np.ndarray]:
     """Per random term, the indices of its columns that ``re_form`` keeps (lme4's ``re.form``:
     None keeps all, ``"~0"`` or ``"NA"`` none, a formula such as ``"~ (1 | g)"`` the columns
     it names on each grouping factor)."""
-    terms = fit.design.terms
+    terms = design.terms
     if re_form is None:
         return [np.arange(t.n_columns) for t in terms]
     text = str(re_form).replace(" ", "")
@@ -47,19 +47,19 @@ def _expr_terms(expr: str) -> list[str]:
     return [str(t) for t in Formula(expr)]
 
 
-def predict(fit, newdata=None, re_form=None, allow_new_levels: bool = False) -> pd.Series:
-    """Fitted values of the model for its own rows or for ``newdata``.
+def predict(
+    design, beta, effects, offset, newdata=None, re_form=None, allow_new_levels: bool = False
+) -> pd.Series:
+    """Fitted values of the model for its own rows or for ``newdata``: fixed effects ``beta``,
+    conditional modes ``effects`` (per term, levels x columns) and the model's ``offset``.
 
     Random effects enter for the terms ``re_form`` keeps; in new data, a level the fit has not
     seen raises an error unless ``allow_new_levels``, when it gets the population value
     (random effects zero), as lme4's ``predict``.
     """
-    design = fit.design
-    beta = fit.fixef.to_numpy()
-    effects = fit._term_effects()
-    selected = _selected_columns(fit, re_form)
+    selected = _selected_columns(design, re_form)
     if newdata is None:
-        values = design.x @ beta
+        values = design.x @ beta + offset
         for term, b, cols in zip(design.terms, effects, selected, strict=True):
             values = values + np.sum(term.z[:, cols] * b[term.codes][:, cols], axis=1)
         return pd.Series(values, index=design.rows)
@@ -87,23 +87,15 @@ def predict(fit, newdata=None, re_form=None, allow_new_levels: bool = False) -> 
     return pd.Series(values, index=newdata.index)
 
 
-def simulate_responses(fit, nsim: int, rng: np.random.Generator) -> np.ndarray:
+def simulate_responses(design, theta, sigma, beta, offset, nsim: int, rng) -> np.ndarray:
     """(nsim, n) responses drawn from the fitted model: new random effects and new noise
     (lme4's ``simulate`` with ``use.u = FALSE``)."""
     if not isinstance(nsim, (int, np.integer)) or nsim < 1:
         raise InferenceError(f"nsim must be a positive integer, got {nsim!r}")
-    design, sigma = fit.design, fit.sigma
-    y = np.broadcast_to(design.x @ fit.fixef.to_numpy(), (nsim, design.nobs)).copy()
-    factors = parameters.factor_arrays(fit.theta, fit.blocks.sizes)
-    for term, t in zip(design.terms, factors, strict=True):  # b = sigma T u, u ~ N(0, I)
+    y = np.broadcast_to(design.x @ beta + offset, (nsim, design.nobs)).copy()
+    sizes = tuple(t.n_columns for t in design.terms)
+    for term, t in zip(design.terms, parameters.factor_arrays(theta, sizes), strict=True):
         b = sigma * rng.standard_normal((nsim, term.n_levels, term.n_columns)) @ t.T
         y += np.sum(term.z[None] * b[:, term.codes], axis=2)
     y += sigma * rng.standard_normal((nsim, design.nobs)) / np.sqrt(design.weights)
     return y
-
-
-def simulate(fit, nsim: int = 1, seed=None) -> pd.DataFrame:
-    """``nsim`` simulated responses as columns ``sim_1 ...`` (lme4's ``simulate``)."""
-    y = simulate_responses(fit, nsim, np.random.default_rng(seed))
-    columns = {f"sim_{k + 1}": y[k] for k in range(len(y))}
-    return pd.DataFrame(columns, index=fit.design.rows)

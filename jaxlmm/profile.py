@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
-from . import parameters
+from . import parameters, programs
 from .crossprod import Blocks
 from .deviance import objective
 from .inference import varpar_deviance
@@ -39,22 +39,22 @@ def _insert(free, j, x):
 
 def _sdcor_deviance(psi, blocks: Blocks):
     """ML deviance at lme4's (SDs, correlations, sigma), beta profiled."""
-    theta, sigma = parameters.theta_from_sdcor(psi, blocks.sizes)
+    theta, sigma = parameters.theta_from_sdcor(psi, blocks.layout, blocks.width)
     return varpar_deviance(jnp.append(theta, sigma), blocks, reml=False)
 
 
 def _fix_coefficient(blocks: Blocks, j, x) -> Blocks:
-    """Blocks of the model with beta_j fixed at ``x``: column j of X leaves, y becomes
-    y - x X_j. A linear map E of the [X y] columns, so only the blocks touching them change."""
+    """Blocks of the model with beta_j fixed at ``x``: y becomes y - x X_j and column j turns
+    into a padding column (zero, unit diagonal). A linear map E of the [X y] columns, so only
+    the blocks touching them change; the shapes stay (one program for every j)."""
     p = blocks.p
-    new = jnp.arange(p)
-    old = jnp.where(new < j, new, new + 1)
-    e = jnp.zeros((p + 1, p)).at[old[: p - 1], new[: p - 1]].set(1.0)
-    e = e.at[p, p - 1].set(1.0).at[j, p - 1].add(-x)
+    keep = (jnp.arange(p + 1) != j).astype(blocks.axx.dtype)
+    e = (jnp.eye(p + 1) * keep).at[j, p].add(-x)
+    unit = jnp.diag(1.0 - keep)
     return dataclasses.replace(
         blocks,
         ax1=jnp.einsum("iaq,qr->iar", blocks.ax1, e),
-        axx=e.T @ blocks.axx @ e,
+        axx=e.T @ blocks.axx @ e + unit,
         azx=blocks.azx @ e,
     )
 
@@ -77,7 +77,6 @@ def _optimise_all(deviance, free0, js, xs):
     return jax.vmap(one)(free0, js, xs)
 
 
-@jax.jit
 def _varpar_step(blocks: Blocks, free0, js, xs):
     def deviance(free, j, x):
         return _sdcor_deviance(_insert(free, j, x), blocks)
@@ -85,7 +84,6 @@ def _varpar_step(blocks: Blocks, free0, js, xs):
     return _optimise_all(deviance, free0, js, xs)
 
 
-@jax.jit
 def _fixed_step(blocks: Blocks, free0, js, xs):
     return _optimise_all(partial(_fixed_deviance, blocks=blocks), free0, js, xs)
 
@@ -130,64 +128,84 @@ def _search(step, free0, estimate, start, low, high, z, dev_min, floor):
     return result
 
 
+def _problems(count: int) -> np.ndarray:
+    """Problem indices padded (by repeating the first) to a power of two, so that models with
+    a similar number of parameters share the compiled step."""
+    size = max(8, 1 << max(count - 1, 0).bit_length())
+    return np.concatenate([np.arange(count), np.zeros(size - count, dtype=int)])
+
+
 def _variance_bounds(ml, z: float) -> np.ndarray:
     """Bounds of the SDs, correlations and sigma: each pinned in turn, the others free on the
-    same scale (beta profiled). (2 * n, ) lower and upper per parameter."""
-    sizes = ml.blocks.sizes
-    psi = np.asarray(parameters.sdcor(jnp.asarray(ml.theta), ml.sigma, sizes))
-    n_psi = len(psi)
-    is_sd = np.append(parameters.diagonal_mask(sizes), True)
-    se = np.sqrt(np.diag(ml.vcov_sdcor.to_numpy()))
-    half = np.where(np.isfinite(se) & (se > 0), z * se, np.where(is_sd, 0.25 * ml.sigma, 0.25))
-    js = np.repeat(np.arange(n_psi), 2)
-    sides = np.tile([-1.0, 1.0], n_psi)
+    same scale (beta profiled). (2 * n, ) lower and upper per parameter, in units of the
+    blocks' divided response."""
+    blocks, scale, sizes = ml.blocks, ml.scale, ml.sizes
+    n_theta, padded = len(ml.theta), blocks.n_theta
+    real = np.append(np.arange(n_theta), padded)  # positions of the real entries in psi
+    psi = np.zeros(padded + 1)
+    psi[real] = parameters.sdcor_values(ml.theta, sizes, ml.sigma / scale)
+    is_sd = np.zeros(padded + 1, dtype=bool)
+    is_sd[real] = np.append(parameters.diagonal_mask(sizes), True)
+    se = np.zeros(padded + 1)
+    se[real] = np.sqrt(np.diag(ml.vcov_sdcor.to_numpy())) / np.where(is_sd[real], scale, 1.0)
+    sigma = psi[-1]
+    half = np.where(np.isfinite(se) & (se > 0), z * se, np.where(is_sd, 0.25 * sigma, 0.25))
+    problems = _problems(2 * len(real))
+    js = np.repeat(real, 2)[problems]
+    sides = np.tile([-1.0, 1.0], len(real))[problems]
     low = np.where(is_sd, 0.0, -1.0)[js]
-    low[js == n_psi - 1] = 1e-8 * ml.sigma
+    low[js == padded] = 1e-8 * sigma
     high = np.where(is_sd, np.inf, 1.0)[js]
     free_sd = np.array([np.delete(is_sd, j) for j in js])
-    sd_floor = 0.05 * ml.sigma
+    sd_floor = 0.05 * sigma
 
     def lift_sds(free):
-        return np.where(free_sd & (np.abs(free) < sd_floor), sd_floor, free)
+        return np.where(free_sd, np.maximum(np.abs(free), sd_floor), free)
 
-    return _search(
-        lambda free, x: _varpar_step(ml.blocks, free, js, x),
+    bounds = _search(
+        lambda free, x: programs.run(_varpar_step, blocks, free, js, x),
         np.array([np.delete(psi, j) for j in js]),
         psi[js],
         psi[js] + sides * half[js],
         low,
         high,
         z,
-        ml.objective,
+        float(ml.opt.value),
         lift_sds,
-    )
+    )[: 2 * len(real)]
+    return bounds * np.repeat(np.where(is_sd[real], scale, 1.0), 2)
 
 
 def _fixed_bounds(ml, z: float) -> np.ndarray:
     """Bounds of the fixed effects: beta_j pinned, theta free (sigma, other betas profiled)."""
-    beta, se = ml.fixef.to_numpy(), ml.std_errors.to_numpy()
+    scale = ml.scale
+    beta, se = ml.fixef.to_numpy() / scale, ml.std_errors.to_numpy() / scale
     p = len(beta)
     if not p:
         return np.zeros(0)
-    js = np.repeat(np.arange(p), 2)
-    sides = np.tile([-1.0, 1.0], p)
-    return _search(
-        lambda free, x: _fixed_step(ml.blocks, free, js, x),
-        np.tile(ml.theta, (2 * p, 1)),
+    problems = _problems(2 * p)
+    js = np.repeat(np.arange(p), 2)[problems]
+    sides = np.tile([-1.0, 1.0], p)[problems]
+    theta = parameters.pad_theta(ml.theta, ml.blocks.n_theta)
+    diagonal = np.asarray(ml.blocks.layout.diagonal)
+    bounds = _search(
+        lambda free, x: programs.run(_fixed_step, ml.blocks, free, js, x),
+        np.tile(theta, (len(js), 1)),
         beta[js],
         beta[js] + sides * z * se[js],
-        np.full(2 * p, -np.inf),
-        np.full(2 * p, np.inf),
+        np.full(len(js), -np.inf),
+        np.full(len(js), np.inf),
         z,
-        ml.objective,
-        partial(parameters.off_boundary, sizes=ml.blocks.sizes, floor=0.05),
-    )
+        float(ml.opt.value),
+        lambda free: np.where(diagonal & (np.abs(free) < 0.05), 0.05, free),
+    )[: 2 * p]
+    return bounds * scale
 
 
 def profile_confint(fit, level: float = 0.95) -> pd.DataFrame:
     """Profile-likelihood intervals with rows in lme4's ``confint(oldNames = FALSE)`` order."""
     ml = fit.ml_fit()
-    z = float(stats.norm.ppf((1 + level) / 2))
+    z = float(special.ndtri((1 + level) / 2))
     bounds = np.concatenate([_variance_bounds(ml, z), _fixed_bounds(ml, z)]).reshape(-1, 2)
     names = parameters.sdcor_names(fit.design.terms) + list(fit.design.fixed_names)
     return pd.DataFrame(bounds, index=names, columns=["lower", "upper"])

@@ -1,0 +1,146 @@
+"""jaxlmm's compiled programs: float64 whatever the user's JAX settings, one executable per
+size class, kept in memory and on disk.
+
+:func:`run` calls a pure JAX function through an executable chosen by the shapes and dtypes
+of its arguments (padded to size classes by the callers, so models of similar size share it).
+A new size class is traced and compiled once per process; the executable is also written to
+an on-disk cache, from which a later process loads it without tracing or compiling. The cache
+is jaxlmm's own (JAX's global compilation-cache settings are left alone): by default
+``$XDG_CACHE_HOME/jaxlmm`` (``~/.cache/jaxlmm``), moved with ``JAXLMM_CACHE_DIR``, turned off
+with ``JAXLMM_NO_CACHE=1``. Entries are keyed by the program, the argument shapes, jaxlmm's
+source, the JAX version and the machine's CPU, so a change in any of them compiles afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import platform
+import tempfile
+from functools import cache, partial
+from pathlib import Path
+
+import jax
+import numpy as np
+from jax.experimental import serialize_executable
+
+_executables: dict = {}
+_counts = {"compiled": 0, "loaded": 0}
+
+
+def counts() -> dict[str, int]:
+    """Programs this process has compiled and loaded from the disk cache so far."""
+    return dict(_counts)
+
+
+def float64():
+    """A context in which JAX computes in float64 (jaxlmm's statistics), whatever the user's
+    global ``jax_enable_x64``."""
+    return jax.enable_x64(True)
+
+
+def run(fn, *args, **static):
+    """``fn(*args, **static)`` by a compiled executable for the arguments' shapes and dtypes.
+    ``static`` values are baked into the program (hashable, part of the key)."""
+    with float64():
+        leaves, treedef = jax.tree.flatten(args)
+        signature = tuple((np.shape(a), _dtype(a), _sharding(a)) for a in leaves)
+        key = (fn.__module__, fn.__qualname__, tuple(sorted(static.items())), treedef, signature)
+        executable = _executables.get(key)
+        if executable is None:
+            executable = _executables[key] = _load_or_compile(fn, args, static, key)
+        return executable(*args)
+
+
+def _dtype(a) -> str:
+    return np.dtype(a.dtype).str if hasattr(a, "dtype") else np.result_type(a).str
+
+
+def _sharding(a):
+    sharding = getattr(a, "sharding", None)
+    return None if sharding is None or len(sharding.device_set) == 1 else sharding
+
+
+def _load_or_compile(fn, args, static, key):
+    path = _cache_path(key)
+    if path is not None and path.exists():
+        try:
+            _prepare_lapack()
+            serialized, in_tree, out_tree = pickle.loads(path.read_bytes())
+            executable = serialize_executable.deserialize_and_load(serialized, in_tree, out_tree)
+            _counts["loaded"] += 1
+            return executable
+        except Exception:  # a stale or damaged entry: compile afresh and overwrite it
+            pass
+    compiled = jax.jit(partial(fn, **static)).lower(*args).compile()
+    _counts["compiled"] += 1
+    if path is not None:
+        _store(path, compiled)
+    return compiled
+
+
+@cache
+def _prepare_lapack() -> None:
+    """Register JAX's LAPACK kernels, as lowering a linear-algebra op would: a loaded
+    executable calls them without lowering anything."""
+    from jax._src.lax import linalg
+
+    linalg.initialize_lapack()
+
+
+def _store(path: Path, compiled) -> None:
+    """Write the executable atomically; a cache that cannot be written is simply not used."""
+    try:
+        payload = pickle.dumps(serialize_executable.serialize(compiled))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
+            tmp.write(payload)
+        os.replace(tmp.name, path)
+    except Exception:
+        pass
+
+
+def cache_dir() -> Path | None:
+    """Where compiled programs are kept on disk (None when the cache is off)."""
+    if os.environ.get("JAXLMM_NO_CACHE"):
+        return None
+    if os.environ.get("JAXLMM_CACHE_DIR"):
+        return Path(os.environ["JAXLMM_CACHE_DIR"])
+    home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(home) / "jaxlmm"
+
+
+def _cache_path(key) -> Path | None:
+    root = cache_dir()
+    if root is None or any(s is not None for *_, s in key[-1]):  # multi-device: memory only
+        return None
+    digest = hashlib.sha256(repr((key, _environment())).encode()).hexdigest()[:32]
+    return root / "programs" / f"{digest}.bin"
+
+
+@cache
+def _environment() -> tuple:
+    """What an executable depends on beyond its program: jaxlmm's source, JAX, the device and
+    (on CPU) the instruction set it was compiled for."""
+    source = hashlib.sha256()
+    for file in sorted(Path(__file__).parent.glob("*.py")):
+        source.update(file.read_bytes())
+    device = jax.devices()[0]
+    return (
+        source.hexdigest(),
+        jax.__version__,
+        device.platform,
+        device.device_kind,
+        platform.machine(),
+        _cpu_flags(),
+    )
+
+
+def _cpu_flags() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    wanted = [line for line in lines if line.startswith(("flags", "model name", "Features"))]
+    return hashlib.sha256("\n".join(sorted(set(wanted))).encode()).hexdigest()
