@@ -120,6 +120,8 @@ def eliminate_first_term(theta, blocks: Blocks) -> RestBlocks:
         zz, zx = scale_rest(v, blocks.azz, blocks.azx)
         return RestBlocks(t1, v, blocks.a11, zz + eye, zx, blocks.axx)
     first = eliminate_levels(t1, blocks)
+    if not blocks.mz:  # a single, block-diagonal term
+        return RestBlocks(t1, v, first.l1, blocks.azz, blocks.azx, first.xx)
     fill_zz, fill_zx = fill_in(first.w, blocks)
     zz, zx = scale_rest(v, blocks.azz - fill_zz, blocks.azx - fill_zx)
     return RestBlocks(t1, v, first.l1, zz + eye, zx, first.xx)

@@ -208,5 +208,6 @@ def from_design(design: Design, reml: bool = True, shared: bool = False) -> Mode
 
 
 def model(formula: str, data: pd.DataFrame, reml: bool = True, weights=None) -> Model:
-    """Build a :class:`Model` from an lme4 formula and a data frame (lme4's ``lFormula``)."""
-    return from_design(build_design(formula, data, weights), reml)
+    """Build a :class:`Model` from an lme4 formula and a data frame (lme4's ``lFormula``),
+    laid out as ``lmer`` lays it out (the same numerical path)."""
+    return from_design(build_design(formula, data, weights), reml, shared=True)

@@ -19,8 +19,8 @@ from .status import Status
 BOUNDARY_SNAP = 1e-2  # |theta_j| below this is tried at exactly 0 ...
 BOUNDARY_RISE = 1e-7  # ... and kept there if the criterion rises by at most this (float64)
 SCALED_GRADIENT_TOL = 1e-3  # convergence check on H^{-1} g, as lme4's relative gradient
-POLISH_TOL = 1e-5  # Newton steps are taken while H^{-1} g exceeds this
-ITERATIONS = (500, 2)  # BFGS iterations and Newton steps of a single fit
+POLISH_TOL = 1e-8  # Newton steps are taken while H^{-1} g exceeds this
+ITERATIONS = (500, 3)  # BFGS iterations and Newton steps of a single fit
 BATCHED_ITERATIONS = (25, 2)  # ... under vmap, where every response waits for the slowest
 EVALUATE_ONLY = (0, 0)  # derivatives and status at the start, no steps
 
@@ -159,34 +159,11 @@ def bfgs(value_and_grad, theta0, max_iter, gtol, start=None, first_step=0.5, max
     return state.theta, state.iteration
 
 
-def _snap_to_boundary(fun, theta, diagonal, enabled=True):
-    """Try each small diagonal entry at exactly 0; keep it there if fun rises by at most a hair.
-    ``diagonal`` (bool per entry, may be traced) marks the candidates; ``enabled`` (may be
-    traced) turns the whole step off."""
-    eps = float(jnp.finfo(theta.dtype).eps)
-
-    def allowed_rise(value):  # in float32, rounding noise is relative to the value
-        return BOUNDARY_RISE if eps < 1e-10 else 1e3 * eps * (1 + jnp.abs(value))
-
-    def value_if(small, point):  # a single fit skips evaluations that cannot snap
-        return jax.lax.cond(small, fun, lambda _: jnp.array(jnp.inf, theta.dtype), point)
-
-    def body(j, carry):
-        theta, value, on_boundary = carry
-        candidate = theta.at[j].set(0.0)
-        small = enabled & diagonal[j] & (jnp.abs(theta[j]) < BOUNDARY_SNAP)
-        cand_value = value_if(small, candidate)
-        snap = small & (cand_value <= value + allowed_rise(value))
-        return (
-            jnp.where(snap, candidate, theta),
-            jnp.where(snap, cand_value, value),
-            on_boundary.at[j].set(snap),
-        )
-
-    any_small = enabled & jnp.any(diagonal & (jnp.abs(theta) < BOUNDARY_SNAP))
-    start = (theta, value_if(any_small, theta), jnp.zeros(theta.shape, dtype=bool))
-    theta, _, on_boundary = jax.lax.fori_loop(0, theta.shape[0], body, start)
-    return theta, on_boundary
+def _allowed_rise(value):
+    """How much snapping an entry to 0 may raise the criterion: a hair in float64; in float32,
+    rounding noise relative to the value."""
+    eps = float(jnp.finfo(value.dtype).eps)
+    return BOUNDARY_RISE if eps < 1e-10 else 1e3 * eps * (1 + jnp.abs(value))
 
 
 class _Derivatives(NamedTuple):
@@ -198,11 +175,15 @@ class _Derivatives(NamedTuple):
 
 
 class _Round(NamedTuple):
-    k: jax.Array  # 0: the start and BFGS; 1: the BFGS result; then Newton steps
-    point: jax.Array  # where this round evaluates the derivatives
+    k: jax.Array  # rounds done: 0 evaluates the start, 1 the BFGS result, then candidates
+    point: jax.Array  # where this round evaluates the derivatives ...
+    point_boundary: jax.Array  # ... with these entries held at 0
+    snapping: jax.Array  # the point is the best point with one more entry at 0
     theta: jax.Array  # the best point so far ...
-    d: _Derivatives  # ... and the derivatives there
-    on_boundary: jax.Array
+    d: _Derivatives  # ... the derivatives there ...
+    on_boundary: jax.Array  # ... and its entries held at 0
+    tried: jax.Array  # entries already tried at 0
+    newton: jax.Array  # Newton steps taken
     iterations: jax.Array
     done: jax.Array
 
@@ -214,14 +195,16 @@ def minimize(
     bounded at 0; ``active`` the entries that the criterion depends on (the others are padding,
     held where they are).
 
-    Each round evaluates the exact derivatives at one point (so the Hessian is traced once).
-    Round 0, at ``theta0``, runs BFGS from there, then tries small diagonal entries at exactly
-    0; later rounds take exact Newton steps on the free coordinates while the step exceeds
-    POLISH_TOL, keeping a step only if it does not raise the criterion. The derivatives at the
-    last point kept give the convergence status. ``iterations`` (BFGS iterations, Newton
-    steps; may be traced) caps the loops: :data:`BATCHED_ITERATIONS` under ``vmap``, where the
-    exact check at the end tells which responses did not converge, :data:`EVALUATE_ONLY` for
-    the status of a given point.
+    Each round evaluates the exact derivatives at one point, so the program holds one copy of
+    the Hessian and one of the gradient (in BFGS). Round 0 evaluates ``theta0`` and runs BFGS
+    from there; the next rounds try each small diagonal entry at exactly 0 (kept there if the
+    criterion rises by at most a hair), then take exact Newton steps on the free coordinates
+    while the step exceeds POLISH_TOL, keeping a step unless it raises the criterion beyond
+    rounding.
+    The derivatives at the last point kept give the status. ``iterations`` (BFGS iterations,
+    Newton steps; may be traced) caps the loops: :data:`BATCHED_ITERATIONS` under ``vmap``,
+    where the exact check at the end tells which responses did not converge,
+    :data:`EVALUATE_ONLY` for the status of a given point.
     """
     max_iter, newton_steps = iterations
     n = theta0.shape[0]
@@ -235,35 +218,52 @@ def minimize(
         return _Derivatives(value, grad, hess, chol, step)
 
     def body(r: _Round):
-        new = derivatives(r.point, active & ~r.on_boundary)
-        first = r.k == 0
-        accept = (r.k <= 1) | (jnp.isfinite(new.value) & (new.value <= r.d.value))
+        new = derivatives(r.point, active & ~r.point_boundary)
+        noise = rounding(theta0.dtype) * (1 + jnp.abs(r.d.value))  # a Newton step this near
+        slack = jnp.where(r.snapping, _allowed_rise(r.d.value), noise)  # lowers fun below it
+        accept = (r.k <= 1) | (jnp.isfinite(new.value) & (new.value <= r.d.value + slack))
         pick = partial(jnp.where, accept)
         theta, d = pick(r.point, r.theta), jax.tree.map(pick, new, r.d)
+        on_boundary = pick(r.point_boundary, r.on_boundary)
+
+        hess = jnp.where(active[:, None] & active[None, :], d.hess, eye)
         found, iterations = bfgs(
             criterion.value_and_grad,
             theta,
-            jnp.where(first, max_iter, 0),
+            jnp.where(r.k == 0, max_iter, 0),
             gtol,
-            start=(d.value, d.grad, jnp.where(active[:, None] & active[None, :], d.hess, eye)),
+            start=(d.value, d.grad, hess),
         )
-        found, on_boundary = _snap_to_boundary(criterion.value, found, diagonal, enabled=first)
-        newton = jnp.where(jnp.all(jnp.isfinite(d.step)), theta - d.step, theta)
-        more = accept & (r.k <= newton_steps) & (jnp.max(jnp.abs(d.step)) > POLISH_TOL)
+        small = diagonal & ~r.tried & ~on_boundary & (jnp.abs(theta) < BOUNDARY_SNAP)
+        snap = (r.k >= 1) & (r.newton == 0) & jnp.any(small)
+        j = jnp.argmax(small)
+        newton = (
+            ~snap
+            & (r.k >= 1)
+            & (r.newton < newton_steps)
+            & jnp.all(jnp.isfinite(d.step))
+            & (jnp.max(jnp.abs(d.step)) > POLISH_TOL)
+        )
+        point = jnp.where(r.k == 0, found, jnp.where(snap, theta.at[j].set(0.0), theta - d.step))
         return _Round(
             r.k + 1,
-            jnp.where(first, found, newton),
+            point,
+            jnp.where(snap, on_boundary.at[j].set(True), on_boundary),
+            snap,
             theta,
             d,
-            jnp.where(first, on_boundary, r.on_boundary),
+            on_boundary,
+            jnp.where(snap, r.tried.at[j].set(True), r.tried),
+            r.newton + newton,
             r.iterations + iterations,
-            ~(first | more),
+            (r.k >= 1) & ~snap & ~newton,
         )
 
     nan = jnp.full(n, jnp.nan, theta0.dtype)
     nothing = _Derivatives(jnp.array(jnp.inf, theta0.dtype), nan, eye * jnp.nan, eye, nan)
     no, zero = jnp.zeros(n, dtype=bool), jnp.zeros((), jnp.int32)
-    start = _Round(zero, theta0, theta0, nothing, no, zero, jnp.array(False))
+    false = jnp.array(False)
+    start = _Round(zero, theta0, no, false, theta0, nothing, no, no, zero, zero, false)
     r = jax.lax.while_loop(lambda r: ~r.done, body, start)
     d = r.d
     small_step = jnp.max(jnp.abs(d.step)) <= SCALED_GRADIENT_TOL
