@@ -158,9 +158,17 @@ def _r_factor_name(part: str) -> str:
     for i in range(len(part) - 1, -1, -1):
         depth += (part[i] == "]") - (part[i] == "[")
         if depth == 0:
-            level = part[i + 1 : -1]
-            return r_deparse(part[:i]) + level.removeprefix("T.")
+            return r_deparse(part[:i]) + _r_level(part[:i], part[i + 1 : -1])
     return r_deparse(part)
+
+
+def _r_level(expr: str, level: str) -> str:
+    """The level or column label after a factor's name, as R writes it: formulaic's ``T.``
+    of treatment contrasts dropped, and the columns of ``poly(x, k, raw=True)``, which
+    formulaic numbers from 0, numbered from 1."""
+    if expr.startswith("poly(") and "raw=True" in expr.replace(" ", "") and level.isdigit():
+        return str(int(level) + 1)
+    return level.removeprefix("T.")
 
 
 @cache
@@ -511,7 +519,7 @@ def _check_scale(values: np.ndarray, name: str, where: str, limit: float) -> Non
     size = _magnitude(values)
     if size == 0 or 1 / limit <= size <= limit:
         return
-    power = int(np.round(np.log10(size)))
+    power = int(np.floor(np.log10(size)))
     advice = f"divide it by 1e{power}" if power > 0 else f"multiply it by 1e{-power}"
     raise DataError(
         f"{name!r} in the {where} has values of magnitude {size:.1e}, outside "
