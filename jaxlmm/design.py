@@ -10,8 +10,9 @@ from __future__ import annotations
 import ast
 import dataclasses
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,15 @@ from formulaic.errors import DataMismatchWarning
 from formulaic.transforms import TRANSFORMS
 
 from .errors import DataError, FormulaError, RankDeficiencyWarning
-from .formula import MixedFormula, column_name, parse_formula, python_name, r_deparse, r_text
+from .formula import (
+    MixedFormula,
+    column_name,
+    error_text,
+    parse_formula,
+    python_name,
+    r_deparse,
+    r_text,
+)
 
 _RANK_TOL = 1e-7
 # Random-effect columns must have typical magnitudes within [1 / _RE_SCALE, _RE_SCALE]. theta
@@ -164,11 +173,18 @@ def _r_factor_name(part: str) -> str:
 
 def _r_level(expr: str, level: str) -> str:
     """The level or column label after a factor's name, as R writes it: formulaic's ``T.``
-    of treatment contrasts dropped, and the columns of ``poly(x, k, raw=True)``, which
-    formulaic numbers from 0, numbered from 1."""
+    of treatment contrasts dropped; the columns of ``poly(x, k, raw=True)``, which formulaic
+    numbers from 0, numbered from 1; numeric levels of ``factor(x)`` (formulaic's ``C(x)``)
+    as R labels them (``1``, not ``1.0``)."""
     if expr.startswith("poly(") and "raw=True" in expr.replace(" ", "") and level.isdigit():
         return str(int(level) + 1)
-    return level.removeprefix("T.")
+    level = level.removeprefix("T.")
+    if expr.startswith("C("):
+        try:
+            return _level_label(float(level))
+        except ValueError:
+            return level
+    return level
 
 
 @cache
@@ -182,7 +198,9 @@ def _parsed(expr: str, where: str) -> tuple[frozenset[str], tuple[str, ...]]:
         terms = tuple(Formula(expr))
         variables = frozenset(v for t in terms for f in t.factors for v in _factor_variables(f))
     except Exception as err:  # formulaic raises several exception types on bad syntax
-        raise FormulaError(f"cannot parse {r_text(expr)!r} in the {where}: {err}") from None
+        raise FormulaError(
+            f"cannot parse {r_text(expr)!r} in the {where}: {error_text(err)}"
+        ) from None
     return variables, tuple(str(t) for t in terms)
 
 
@@ -204,22 +222,38 @@ def _factor_variables(factor) -> set[str]:
 
 
 def as_data_frame(data) -> pd.DataFrame:
-    """``data`` as a pandas DataFrame: a DataFrame as it is, another library's data frame
-    through the dataframe interchange protocol (``__dataframe__``), a mapping of columns."""
+    """``data`` as a pandas DataFrame: a DataFrame as it is; another library's data frame by
+    its ``to_pandas()`` method (polars, pyarrow) or the dataframe interchange protocol
+    (``__dataframe__``); a mapping of columns or an array by pandas' constructor."""
     if isinstance(data, pd.DataFrame):
         return data
-    if hasattr(data, "__dataframe__"):
-        try:
-            return pd.api.interchange.from_dataframe(data)
-        except Exception as err:  # the protocol's producers raise many exception types
-            raise DataError(
-                f"cannot convert the {type(data).__name__} data to pandas ({err}); "
-                "pass a pandas DataFrame, e.g. data.to_pandas()"
-            ) from None
+    if hasattr(data, "to_pandas"):
+        convert, how = data.to_pandas, "its to_pandas() method"
+    elif hasattr(data, "__dataframe__"):
+        convert, how = partial(_from_interchange, data), "the dataframe interchange protocol"
+    elif isinstance(data, (Mapping, list, tuple, np.ndarray, pd.Series)):
+        convert, how = partial(pd.DataFrame, data), "pandas.DataFrame()"
+    else:
+        raise DataError(
+            "data must be a pandas DataFrame, a data frame with a to_pandas() method or the "
+            f"interchange protocol, or a mapping of columns; got {type(data).__name__}"
+        )
     try:
-        return pd.DataFrame(data)
-    except Exception:
-        raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}") from None
+        converted = convert()
+    except Exception as err:  # converters raise many exception types (a missing pyarrow...)
+        raise DataError(
+            f"cannot convert the {type(data).__name__} data to pandas with {how} ({err}); "
+            "pass a pandas DataFrame instead"
+        ) from None
+    if not isinstance(converted, pd.DataFrame):
+        raise DataError(f"{type(data).__name__} data did not convert to a pandas DataFrame")
+    return converted
+
+
+def _from_interchange(data) -> pd.DataFrame:
+    with warnings.catch_warnings():  # pandas 3 deprecates the protocol that it still reads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return pd.api.interchange.from_dataframe(data)
 
 
 def _sources(data: pd.DataFrame, needed: set[str], where: str = "data") -> dict[str, object]:
@@ -350,10 +384,11 @@ def _matrix(expr: str, data: _Columns, where: str):
         names = [r_name("Intercept" if t == "1" else t) for t in terms]
     else:
         try:
-            mm = model_matrix(expr, data.frame(), na_action="raise", context={})
+            with np.errstate(all="ignore"):  # undefined values are refused below, by column
+                mm = model_matrix(expr, data.frame(), na_action="raise", context={})
         except Exception as err:
             raise DataError(
-                f"cannot build the {where} from {r_text(expr)!r}: {r_text(str(err))}"
+                f"cannot build the {where} from {r_text(expr)!r}: {error_text(err)}"
             ) from None
         values = np.asarray(mm, dtype=np.float64)
         names = [r_name(c) for c in mm.columns]
@@ -382,15 +417,15 @@ def model_matrix_for(expr: str, spec, data: pd.DataFrame, where: str) -> np.ndar
         return np.column_stack(columns) if columns else np.zeros((len(frame), 0))
     _check_known_levels(spec, frame, where)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("error", DataMismatchWarning)
             mm = spec.get_model_matrix(frame, na_action="ignore", context={})
     except DataMismatchWarning as err:
         raise DataError(
-            f"new data has a level the fit has not seen, in the {where}: {r_text(str(err))}"
+            f"new data has a level the fit has not seen, in the {where}: {error_text(err)}"
         ) from None
     except Exception as err:  # formulaic raises several exception types
-        raise DataError(f"cannot build the {where} for the new data: {r_text(str(err))}") from None
+        raise DataError(f"cannot build the {where} for the new data: {error_text(err)}") from None
     return np.asarray(mm, dtype=np.float64)
 
 
@@ -561,7 +596,7 @@ def build_design(
     for expr in parsed.offsets:
         needed |= _parsed(f"I({expr})", "offset")[0]
     for term in parsed.random:
-        where = f"term ({r_text(term.expr)} | {term.group})"
+        where = f"term ({r_deparse(term.expr)} | {term.group})"
         needed |= _parsed(term.expr, where)[0] | {python_name(f) for f in term.factors}
     sources = _sources(data, needed)
 
@@ -632,7 +667,7 @@ def build_design(
 
 
 def _re_term(term, columns: _Columns) -> ReTerm:
-    where = f"random-effects term ({r_text(term.expr)} | {term.group})"
+    where = f"random-effects term ({r_deparse(term.expr)} | {term.group})"
     z, names, spec = _matrix(term.expr, columns, where)
     if z.shape[1] == 0:
         raise FormulaError(f"{where} has no columns")

@@ -21,8 +21,10 @@ from formulaic.transforms import TRANSFORMS
 
 from .errors import FormulaError
 
-# R functions that formulaic does not define, and the NumPy function that computes each.
+# R functions that formulaic does not define, and formulaic's (NumPy's) function for each;
+# factor(x) is formulaic's C(x), a factor with treatment contrasts.
 _R_FUNCTIONS = {
+    "factor": "C",
     "sqrt": "np.sqrt",
     "log1p": "np.log1p",
     "expm1": "np.expm1",
@@ -34,7 +36,7 @@ _R_FUNCTIONS = {
     "cos": "np.cos",
     "tan": "np.tan",
 }
-_NUMPY_TO_R = {numpy: r for r, numpy in _R_FUNCTIONS.items()}
+_PYTHON_TO_R = {python: r for r, python in _R_FUNCTIONS.items()}
 _ENCODED = "jaxlmm_col_"
 _ENCODED_NAME = re.compile(_ENCODED + r"([0-9a-f]+)_")
 _RESERVED = frozenset(TRANSFORMS) | frozenset(_R_FUNCTIONS)
@@ -43,13 +45,15 @@ _R_KEYWORDS = frozenset(
     "if else repeat while function for in next break TRUE FALSE NULL Inf NaN NA NA_integer_ "
     "NA_real_ NA_character_ NA_complex_".split()
 )
+_NAMESPACES = frozenset({"np", "contr"})  # formulaic modules: np.pi, contr.sum are not columns
+_ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 _TOKEN = re.compile(
     r"""(?P<string>"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*')
     |`(?P<quoted>[^`]*)`
     |(?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?L?)
     |(?P<name>(?:[^\W\d]|\.(?!\d))[\w.]*)
     |(?P<percent>%[^%\s]*%)
-    |(?P<other>==|!=|<=|>=|\*\*|.)""",
+    |(?P<other>==|!=|<=|>=|\*\*|::|.)""",
     re.VERBOSE | re.DOTALL,
 )
 
@@ -78,6 +82,11 @@ def r_symbol(name: str) -> str:
     if _R_SYNTACTIC.fullmatch(name) and name not in _R_KEYWORDS:
         return name
     return "`" + name + "`"
+
+
+def error_text(err: Exception) -> str:
+    """A formulaic error message on one line, without terminal colours, names as R's."""
+    return r_text(" ".join(_ANSI_COLOUR.sub("", str(err)).split()))
 
 
 def r_text(text: str) -> str:
@@ -113,6 +122,11 @@ def to_python(text: str) -> str:
             calls.pop()
         elif token == "`":
             raise FormulaError(f"unmatched backtick in formula {text!r}")
+        elif token == "::":
+            raise FormulaError(
+                f"formula {text!r} names a package ('::'); write the function alone, "
+                "e.g. bs(x, df = 4) for splines::bs(x, df = 4)"
+            )
         out.append(token)
     return "".join(out)
 
@@ -121,11 +135,11 @@ _R_OPERATORS = {"^": "**", "%%": "%", "%/%": "//"}
 
 
 def _python_symbol(name: str, following: str, in_call: bool) -> str:
-    """A bare name in formulaic's spelling: a function, a keyword argument, R's logical
-    constants, or a column."""
+    """A bare name in formulaic's spelling: a function, a keyword argument, an attribute of
+    formulaic's namespaces (``contr.sum``, ``np.pi``), R's logical constants, or a column."""
     if following == "(":
         return _R_FUNCTIONS.get(name, name)
-    if name == "." or (in_call and following == "="):
+    if name == "." or (in_call and following == "=") or name.split(".")[0] in _NAMESPACES:
         return name
     if in_call and name in ("TRUE", "FALSE"):
         return name.title()
@@ -174,7 +188,9 @@ def _deparse(node: ast.AST) -> tuple[str, int]:
             name = ast.unparse(func)
             inner = [_deparse(a)[0] for a in args]
             inner += [f"{k.arg} = {_deparse(k.value)[0]}" for k in keywords]
-            return f"{_NUMPY_TO_R.get(name, name)}({', '.join(inner)})", _ATOM
+            if name != "C" or len(inner) == 1:  # C(x, contrasts) is formulaic's own
+                name = _PYTHON_TO_R.get(name, name)
+            return f"{name}({', '.join(inner)})", _ATOM
         case ast.List(elts=items) | ast.Tuple(elts=items):
             return f"c({', '.join(_deparse(item)[0] for item in items)})", _ATOM
         case ast.BinOp(left=left, op=op, right=right) if type(op) in _BINARY:
@@ -310,7 +326,9 @@ def _uncorrelated_exprs(expr: str, where: str) -> list[str]:
     try:
         parsed = _FormulaicFormula(expr)
     except Exception as err:  # formulaic raises several exception types on bad syntax
-        raise FormulaError(f"cannot parse {r_text(expr)!r} in {r_text(where)!r}: {err}") from None
+        raise FormulaError(
+            f"cannot parse {r_text(expr)!r} in {r_text(where)!r}: {error_text(err)}"
+        ) from None
     terms = [str(t) for t in parsed]
     exprs = ["1"] if "1" in terms else []
     exprs += [f"0 + {t}" for t in terms if t != "1"]
@@ -398,5 +416,7 @@ def _parse(text: str) -> MixedFormula:
     try:
         _FormulaicFormula(fixed_text)
     except Exception as err:
-        raise FormulaError(f"cannot parse fixed part {r_text(fixed_text)!r}: {err}") from None
+        raise FormulaError(
+            f"cannot parse fixed part {r_text(fixed_text)!r}: {error_text(err)}"
+        ) from None
     return MixedFormula(text, response, fixed_text, tuple(random), tuple(offsets))

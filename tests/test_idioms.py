@@ -25,6 +25,7 @@ FITTED = [
     "center",
     "functions",
     "bs",
+    "factor",
     "names_fixed",
     "names_random",
     "factor_levels",

@@ -1,5 +1,5 @@
-# lme4 reference fits for R formula idioms that jaxlmm must read as R does: transforms
-# (poly, scale, center, bs, sqrt, ^ and %% inside calls), unusual column names, logical and
+# lme4 reference fits for R formula idioms that jaxlmm must read as R does: transforms (poly,
+# scale, center, bs, factor, sqrt, ^ and %% inside calls), unusual column names, logical and
 # non-ASCII factors, offsets, large predictor scales, and predictions for new data.
 # Usage: Rscript make_idioms_reference.R   (run in tests/data; writes idioms_reference.json)
 suppressMessages({library(lme4); library(splines); library(jsonlite)})
@@ -29,6 +29,7 @@ cases <- list(
        f=Reaction ~ I(Days^2) + log(Days + 1) + sqrt(Days) + exp(Days/10) + I(Days %% 3) +
          (1 | Subject)),
   list(name="bs", f=Reaction ~ bs(Days, df = 4) + (1 | Subject)),
+  list(name="factor", f=Reaction ~ factor(Days) + (1 | Subject)),
   list(name="names_fixed", f=Reaction ~ x.y + late + `größe` + (1 | `my group`)),
   list(name="names_random", f=Reaction ~ `my-days` + (`my-days` | `my group`)),
   list(name="factor_levels", f=Reaction ~ Days + stage + (1 | Subject)),
