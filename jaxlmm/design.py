@@ -81,10 +81,15 @@ class ReTerm:
 class FixedTerm:
     """One term of the fixed part (not the intercept) and the columns of X it owns."""
 
-    label: str  # formulaic's spelling, e.g. "Days", "half", "Days:half" (R's: r_name(label))
+    label: str  # formulaic's spelling, e.g. "Days", "half", "Days:half", "np.sqrt(x)"
     variables: frozenset[str]  # the variables (formulaic factors) the term multiplies
     numeric: frozenset[str]  # those that are numeric rather than categorical
     columns: tuple[int, ...]  # its columns of X (aliased columns excluded)
+
+    @property
+    def name(self) -> str:
+        """The term as R labels it (lmerTest's anova rows): ``sqrt(x)``, ``x.y:late``."""
+        return r_name(self.label)
 
 
 @dataclass(frozen=True)

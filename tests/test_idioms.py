@@ -97,11 +97,20 @@ def test_matches_lme4(fits, name):
 
 
 @pytest.mark.parametrize("name", FITTED)
+def test_term_names(fits, name):
+    """Fixed-effect terms are named as R's terms() labels them (lmerTest's anova rows)."""
+    terms = fits[name].design.fixed_terms
+    assert [t.name for t in terms] == np.atleast_1d(REFERENCE[name]["term_labels"]).tolist()
+
+
+@pytest.mark.parametrize("name", FITTED)
 def test_criterion_at_lme4_theta(data, name):
     """The design is R's: the criterion at lme4's theta is lme4's to rounding."""
     ref = REFERENCE[name]
     criterion = jaxlmm.devfun(ref["formula"], data, reml=ref["REML"])
-    assert float(criterion(np.atleast_1d(ref["theta"]))) == pytest.approx(ref["objective"], rel=1e-9)
+    assert float(criterion(np.atleast_1d(ref["theta"]))) == pytest.approx(
+        ref["objective"], rel=1e-9
+    )
 
 
 @pytest.mark.parametrize("name", ["predict_poly_scale", "predict_bs"])
