@@ -294,22 +294,23 @@ def _canonical(column: pd.Series, name: str) -> pd.Series:
     """A column as the model reads it: numbers as float64, anything else as a factor (a
     categorical of level labels, :func:`_level_label`; strings in code-point order, a
     categorical's categories in their order). Missing values stay missing."""
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        categories = list(dict.fromkeys(_level_label(c) for c in column.cat.categories))
-        values = column.astype(object).map(_level_label, na_action="ignore")
-        return pd.Series(pd.Categorical(values, categories=categories), index=column.index)
     kind = pd.api.types.infer_dtype(column, skipna=True)
-    if kind in _NUMBERS:
+    if kind in _NUMBERS and not isinstance(column.dtype, pd.CategoricalDtype):
         try:
             return pd.Series(column.to_numpy(np.float64, na_value=np.nan), index=column.index)
         except (TypeError, ValueError):
             raise DataError(f"column {name!r} has values that are not numbers") from None
-    if kind in _UNSUPPORTED or kind.startswith("period") or kind.startswith("interval"):
+    if kind in _UNSUPPORTED or kind.startswith(("period", "interval")):
         raise DataError(
             f"column {name!r} holds {kind} values; convert it to numbers or strings first"
         )
-    values = column.astype(object).map(_level_label, na_action="ignore")
-    categories = sorted(set(values.dropna()))
+    codes, uniques = pd.factorize(column)  # code -1: missing
+    labels = [_level_label(u) for u in uniques]
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        categories = list(dict.fromkeys(_level_label(c) for c in column.cat.categories))
+    else:
+        categories = sorted(set(labels))
+    values = np.array(labels + [None], dtype=object)[codes]
     return pd.Series(pd.Categorical(values, categories=categories), index=column.index)
 
 
