@@ -583,6 +583,54 @@ def _check_variation(y: np.ndarray, x: np.ndarray, w: np.ndarray, name: str) -> 
         )
 
 
+def _needed(parsed: MixedFormula) -> set[str]:
+    """The columns (as identifiers) that the formula reads."""
+    needed = set(_parsed(parsed.response, "response")[0] | _parsed(parsed.fixed, "fixed part")[0])
+    for expr in parsed.offsets:
+        needed |= _parsed(f"I({expr})", "offset")[0]
+    for term in parsed.random:
+        where = f"term ({r_deparse(term.expr)} | {term.group})"
+        needed |= _parsed(term.expr, where)[0] | {python_name(f) for f in term.factors}
+    return needed
+
+
+def _complete_rows(data: pd.DataFrame, sources: dict[str, object], *arrays) -> np.ndarray:
+    """Rows with a value in every column the model uses and in each given array."""
+    keep = np.ones(len(data), dtype=bool)
+    for source in sources.values():
+        keep &= ~data[source].isna().to_numpy()
+    for values in arrays:
+        if values is not None:
+            keep &= ~np.isnan(values)
+    if not keep.any():
+        raise DataError("no rows left after dropping rows with missing values")
+    return keep
+
+
+def _fixed_effects(expr: str, columns: _Columns):
+    """X before dropping aliased columns, its column names and spec, and the columns kept
+    (aliased ones drop with a warning, as in lme4); X must be well scaled and have fewer
+    columns than observations."""
+    x_all, x_names, x_spec = _matrix(expr, columns, "fixed-effects model matrix")
+    kept = _independent_columns(x_all)
+    dropped = [x_names[j] for j in range(len(x_names)) if j not in kept]
+    if dropped:
+        warnings.warn(
+            f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
+            f"column(s): {dropped}",
+            RankDeficiencyWarning,
+            stacklevel=4,
+        )
+    if len(kept) >= columns.n:
+        raise DataError(
+            f"{len(kept)} fixed-effect columns for {columns.n} observations: the model needs "
+            "fewer fixed-effect columns than observations"
+        )
+    for j in kept:
+        _check_scale(x_all[:, j], x_names[j], "fixed-effects model matrix", _MAX_SCALE)
+    return x_all, x_names, x_spec, kept
+
+
 def build_design(
     formula: str | MixedFormula, data: pd.DataFrame, weights=None, offset=None
 ) -> Design:
@@ -597,73 +645,39 @@ def build_design(
     data = as_data_frame(data)
     w_all, w_label = _numeric_argument(weights, data, "weights")
     offset_all, offset_label = _numeric_argument(offset, data, "offset")
-
-    needed = set(_parsed(parsed.response, "response")[0] | _parsed(parsed.fixed, "fixed part")[0])
-    for expr in parsed.offsets:
-        needed |= _parsed(f"I({expr})", "offset")[0]
-    for term in parsed.random:
-        where = f"term ({r_deparse(term.expr)} | {term.group})"
-        needed |= _parsed(term.expr, where)[0] | {python_name(f) for f in term.factors}
-    sources = _sources(data, needed)
-
-    keep = np.ones(len(data), dtype=bool)
-    for source in sources.values():
-        keep &= ~data[source].isna().to_numpy()
-    for values in (w_all, offset_all):
-        if values is not None:
-            keep &= ~np.isnan(values)
-    if not keep.any():
-        raise DataError("no rows left after dropping rows with missing values")
-    n = int(keep.sum())
-    ordered = [v for v in map(python_name, map(str, data.columns)) if v in sources]
+    sources = _sources(data, _needed(parsed))
+    keep = _complete_rows(data, sources, w_all, offset_all)
+    ordered = dict.fromkeys(v for v in map(python_name, map(str, data.columns)) if v in sources)
     columns = _Columns(
-        {v: _canonical(data[sources[v]][keep], column_name(v)) for v in dict.fromkeys(ordered)},
-        n,
+        {v: _canonical(data[sources[v]][keep], column_name(v)) for v in ordered}, int(keep.sum())
     )
 
-    w = np.ones(n) if w_all is None else w_all[keep]
+    w = np.ones(columns.n) if w_all is None else w_all[keep]
     _check_weights(w, w_label)
     formula_offset, offset_spec = _formula_offset(parsed.offsets, columns)
-    extra_offset = np.zeros(n) if offset_all is None else offset_all[keep]
+    extra_offset = np.zeros(columns.n) if offset_all is None else offset_all[keep]
     if not np.all(np.isfinite(extra_offset)):
         raise DataError(f"{offset_label} has infinite values")
-    _check_scale(formula_offset + extra_offset, "offset", "model", _MAX_SCALE)
+    total_offset = formula_offset + extra_offset
+    _check_scale(total_offset, "offset", "model", _MAX_SCALE)
     y = _response(parsed.response, columns)
     _check_scale(y, r_text(parsed.response), "response", _MAX_SCALE)
-
-    x_all, x_names, x_spec = _matrix(parsed.fixed, columns, "fixed-effects model matrix")
-    kept = _independent_columns(x_all)
-    dropped = tuple(x_names[j] for j in range(len(x_names)) if j not in kept)
-    if dropped:
-        warnings.warn(
-            f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
-            f"column(s): {list(dropped)}",
-            RankDeficiencyWarning,
-            stacklevel=3,
-        )
-    if len(kept) >= n:
-        raise DataError(
-            f"{len(kept)} fixed-effect columns for {n} observations: the model needs fewer "
-            "fixed-effect columns than observations"
-        )
-    x = x_all[:, kept]
-    for j in kept:
-        _check_scale(x_all[:, j], x_names[j], "fixed-effects model matrix", _MAX_SCALE)
+    x_all, x_names, x_spec, kept = _fixed_effects(parsed.fixed, columns)
     if isinstance(formula, str):
-        _check_variation(y - formula_offset - extra_offset, x, w, r_text(parsed.response))
+        _check_variation(y - total_offset, x_all[:, kept], w, r_text(parsed.response))
 
     terms = [_re_term(term, columns) for term in parsed.random]
     terms.sort(key=lambda t: -t.n_levels)  # stable, as lme4 orders its terms
     return Design(
         formula=parsed,
         y=y,
-        x=x,
+        x=x_all[:, kept],
         fixed_names=tuple(x_names[j] for j in kept),
         weights=w,
-        offset=formula_offset + extra_offset,
+        offset=total_offset,
         terms=tuple(terms),
         rows=data.index[keep],
-        dropped_fixed=dropped,
+        dropped_fixed=tuple(x_names[j] for j in range(len(x_names)) if j not in kept),
         fixed_terms=_fixed_terms(parsed.fixed, x_spec, kept),
         fixed_spec=x_spec,
         kept_fixed=tuple(kept),

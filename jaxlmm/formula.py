@@ -37,6 +37,7 @@ _R_FUNCTIONS = {
     "tan": "np.tan",
 }
 _PYTHON_TO_R = {python: r for r, python in _R_FUNCTIONS.items()}
+_R_OPERATORS = {"^": "**", "%%": "%", "%/%": "//"}  # R's arithmetic inside calls, in Python
 _ENCODED = "jaxlmm_col_"
 _ENCODED_NAME = re.compile(_ENCODED + r"([0-9a-f]+)_")
 _RESERVED = frozenset(TRANSFORMS) | frozenset(_R_FUNCTIONS)
@@ -98,8 +99,9 @@ def to_python(text: str) -> str:
     """R's spelling of a formula in formulaic's: each column name as its :func:`python_name`
     (backticks removed); inside function calls R's arithmetic as Python's (``x^2`` ->
     ``x**2``, ``%%`` -> ``%``, ``%/%`` -> ``//``, ``TRUE`` -> ``True``, ``2L`` -> ``2``) and
-    R's functions that formulaic lacks as NumPy's (``sqrt`` -> ``np.sqrt``). Outside calls
-    ``^`` keeps its formula meaning (``(a + b)^2``: interactions up to order 2)."""
+    R's functions that formulaic lacks as formulaic's (``sqrt`` -> ``np.sqrt``, ``factor`` ->
+    ``C``). Outside calls ``^`` keeps its formula meaning (``(a + b)^2``: interactions up to
+    order 2)."""
     tokens = [(m.lastgroup, m.group()) for m in _TOKEN.finditer(text)]
     significant = [k for k, (_, token) in enumerate(tokens) if not token.isspace()]
     pairs = list(zip(significant, significant[1:], strict=False))
@@ -129,9 +131,6 @@ def to_python(text: str) -> str:
             )
         out.append(token)
     return "".join(out)
-
-
-_R_OPERATORS = {"^": "**", "%%": "%", "%/%": "//"}
 
 
 def _python_symbol(name: str, following: str, in_call: bool) -> str:

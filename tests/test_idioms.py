@@ -16,6 +16,7 @@ from conftest import DATA
 
 import jaxlmm
 from jaxlmm.design import build_design
+from jaxlmm.formula import r_deparse, to_python
 
 REFERENCE = json.loads((DATA / "idioms_reference.json").read_text(encoding="utf-8"))
 FITTED = [
@@ -177,3 +178,17 @@ def test_offset_rows_with_missing_values_are_dropped(data):
     assert design.nobs == 177 and not design.rows.isin([3, 7, 10]).any()
     kept = design.with_response(design.y, np.arange(design.nobs) % 2 == 0)
     np.testing.assert_array_equal(kept.offset, design.offset[::2])
+
+
+@pytest.mark.parametrize(
+    "r_text",
+    [
+        # R: deparse(str2lang(text), width.cutoff = 500L) returns each text unchanged
+        "I(a%%b + a%/%b - (a + b)^2 + -a^2 + (-a)^2 + a/(b * c) + 1e+05 + 1e-04 + 1000 + 2)",
+        "poly(x, 2, raw = TRUE)",
+        "I(`my days` > 3 & x.y <= 0.5)",
+        'C(f, levels = c("b", "a"))',
+    ],
+)
+def test_r_spelling_survives_the_round_trip_through_formulaic(r_text):
+    assert r_deparse(to_python(r_text)) == r_text
