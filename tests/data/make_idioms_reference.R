@@ -54,7 +54,7 @@ fit_case <- function(cs) {
     formula=paste(deparse(cs$f, width.cutoff=500L), collapse=""), REML=reml, nobs=nobs(m), theta=unname(getME(m, "theta")), beta=unname(fixef(m)),
     beta_names=names(fixef(m)), term_labels=attr(terms(m), "term.labels"), sigma=sigma(m),
     objective=if (reml) REMLcrit(m) else deviance(m),
-    varcorr_group=vc$grp, varcorr_var1=vc$var1, sdcor=vc$sdcor)
+    varcorr_group=vc$grp, varcorr_var1=vc$var1, varcorr_var2=vc$var2, sdcor=vc$sdcor)
   out$offset <- cs$offset  # the column passed as lmer's offset argument, if any
   if (!is.null(cs$newdata)) {
     out$newdata <- cs$newdata
