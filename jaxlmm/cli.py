@@ -20,9 +20,12 @@ def _read_data(source: str) -> tuple[pd.DataFrame, str]:
     if path.suffix.lower() in {".csv", ".gz", ".parquet", ".pq"} or path.exists():
         if not path.exists():
             raise JaxlmmError(f"data file {source!r} does not exist")
-        if path.suffix.lower() in {".parquet", ".pq"}:
-            return pd.read_parquet(path), path.name
-        return pd.read_csv(path), path.name
+        read = pd.read_parquet if path.suffix.lower() in {".parquet", ".pq"} else pd.read_csv
+        try:
+            return read(path), path.name
+        except (ValueError, OSError) as err:  # pandas' parser errors are ValueErrors
+            message = str(err).strip().replace("\n", " ")
+            raise JaxlmmError(f"cannot read data file {source!r}: {message}") from None
     try:
         return datasets.load(source), source
     except KeyError:

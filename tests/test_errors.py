@@ -1,5 +1,7 @@
 """Bad input gets a clear ValueError subclass that names the fault; nothing fails silently."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -134,3 +136,98 @@ def test_cli_reports_errors(capsys):
 def test_pandas_string_grouping(data):
     data["Subject"] = data["Subject"].astype(str)
     assert jaxlmm.lmer(FORMULA, pd.DataFrame(data)).ngroups == {"Subject": 18}
+
+
+@pytest.mark.parametrize("formula", [None, 42, ["Reaction ~ Days + (1 | Subject)"]])
+def test_formula_must_be_text(data, formula):
+    with pytest.raises(FormulaError, match="formula must be a string"):
+        jaxlmm.lmer(formula, data)
+
+
+@pytest.mark.parametrize(
+    "formula, fragment",
+    [
+        ("Reaction ~ `Days + (1 | Subject)", "unmatched backtick"),
+        ("Reaction ~ splines::bs(Days, df = 4) + (1 | Subject)", "names a package"),
+        ("Reaction ~ Days - offset(Days) + (1 | Subject)", "cannot subtract offset"),
+        ("Reaction ~ Days + offset() + (1 | Subject)", "offset\\(\\) needs an expression"),
+    ],
+)
+def test_r_syntax_errors(data, formula, fragment):
+    with pytest.raises(FormulaError, match=fragment):
+        jaxlmm.lmer(formula, data)
+
+
+def test_non_numeric_weights_and_offset_columns_are_named(data):
+    data["label"] = "x"
+    with pytest.raises(DataError, match="weights column 'label' must be numeric"):
+        jaxlmm.lmer(FORMULA, data, weights="label")
+    with pytest.raises(DataError, match="offset column 'label' must be numeric"):
+        jaxlmm.build_design(FORMULA, data, offset="label")
+    with pytest.raises(DataError, match="offset \\['Subject'\\] must be numeric"):
+        jaxlmm.build_design("Reaction ~ Days + offset(Subject) + (1 | Subject)", data)
+
+
+def test_constant_response(data):
+    data["constant"] = 5.0
+    with pytest.raises(DataError, match="response 'constant' is constant"):
+        jaxlmm.lmer("constant ~ Days + (1 | Subject)", data)
+    data["line"] = 2.0 * data["Days"] + 1.0
+    with pytest.raises(DataError, match="'line' is an exact linear function of the fixed"):
+        jaxlmm.lmer("line ~ Days + (1 | Subject)", data)
+
+
+def test_as_many_fixed_effects_as_observations(data):
+    data = data[data["Subject"].isin(["308", "309", "310"])].copy()
+    data["day"] = data["Days"].astype(str)
+    with pytest.raises(DataError, match="30 fixed-effect columns for 30 observations"):
+        jaxlmm.lmer("Reaction ~ day * Subject + (1 | Subject)", data)
+
+
+@pytest.mark.parametrize(
+    "formula, scale, fragment",
+    [
+        ("Reaction ~ Days + (big | Subject)", 1e4, "'big' in the random-effects term .*1e4"),
+        ("Reaction ~ Days + (0 + big | Subject)", 1e-5, "'big' in the random-eff.*by 1e5"),
+        ("Reaction ~ big + (1 | Subject)", 1e70, "'big' in the fixed-effects .*by 1e70"),
+    ],
+)
+def test_degenerate_scales_name_the_column_to_rescale(data, formula, scale, fragment):
+    data["big"] = data["Days"] * scale
+    with pytest.raises(DataError, match=fragment):
+        jaxlmm.lmer(formula, data)
+
+
+def test_degenerate_response_scale(data):
+    data["Reaction"] = data["Reaction"] * 1e70
+    with pytest.raises(DataError, match="'Reaction' in the response has values of magnitude"):
+        jaxlmm.lmer(FORMULA, data)
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ("", "cannot read data file .*: No columns to parse"),
+        ('a,b\n1,2\n"x,3\n', "cannot read data file .*EOF inside string"),
+        (None, "does not exist"),
+    ],
+)
+def test_cli_reports_unreadable_data_on_one_line(tmp_path, capfd, content, fragment):
+    from jaxlmm.cli import main
+
+    path = tmp_path / "data.csv"
+    if content is not None:
+        path.write_text(content)
+    assert main(["fit", str(path), "y ~ x + (1 | g)"]) == 2
+    err = capfd.readouterr().err
+    assert err.startswith("jaxlmm: error: ") and err.count("\n") == 1
+    assert "Traceback" not in err
+    assert re.search(fragment, err)
+
+
+def test_cli_reports_a_bad_formula_on_one_line(capfd):
+    from jaxlmm.cli import main
+
+    assert main(["fit", "sleepstudy", "Reaction ~ Days + (1 | Subject"]) == 2
+    err = capfd.readouterr().err
+    assert err.startswith("jaxlmm: error: unbalanced '('") and err.count("\n") == 1
