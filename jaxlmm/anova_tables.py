@@ -39,7 +39,7 @@ def _type1_contrasts(design: Design) -> dict[str, np.ndarray]:
     """Sequential (type I) contrasts: rows of the unit upper-triangular factor of X'X."""
     r = np.linalg.cholesky(design.x.T @ design.x).T
     unit = r / np.diag(r)[:, None]
-    return {t.label: unit[list(t.columns)] for t in design.fixed_terms}
+    return {t.name: unit[list(t.columns)] for t in design.fixed_terms}
 
 
 def type3_contrasts(design: Design) -> dict[str, np.ndarray]:
@@ -74,7 +74,7 @@ def type3_contrasts(design: Design) -> dict[str, np.ndarray]:
     result = {}
     for term in design.fixed_terms:
         contrast = basic[rows][:, list(term.columns)].T
-        result[term.label] = contrast[np.sum(np.abs(contrast), axis=1) > 1e-8]
+        result[term.name] = contrast[np.sum(np.abs(contrast), axis=1) > 1e-8]
     return result
 
 

@@ -341,5 +341,5 @@ def blocks_from_rows(rs: RowStructure, y, x, weights) -> Blocks:
 
 def cross_products(design: Design, shared: bool = True) -> Blocks:
     """Compute the blocks once (host NumPy); later evaluations never touch the observations."""
-    y = design.y - getattr(design, "offset", 0.0)
+    y = design.y - design.offset
     return blocks_from_rows(row_structure(design, shared), y, design.x, design.weights)

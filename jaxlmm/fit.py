@@ -61,14 +61,14 @@ def _host(tree):
     return jax.tree.map(np.asarray, jax.device_get(tree))
 
 
-def devfun(formula: str, data: pd.DataFrame, reml: bool = True, weights=None):
+def devfun(formula: str, data: pd.DataFrame, reml: bool = True, weights=None, offset=None):
     """The model's profiled criterion as a pure JAX function of theta (lme4's ``devFunOnly``):
     ``Model.deviance`` of :func:`jaxlmm.model`, jitted. It is differentiable
     (``jax.grad(devfun(...))(theta)``) and computes in JAX's current precision (float64 under
     ``jax_enable_x64``)."""
     import jax
 
-    core = from_design(build_design(formula, data, weights), reml)
+    core = from_design(build_design(formula, data, weights, offset), reml, shared=True)
     return jax.jit(core.deviance)
 
 
@@ -77,13 +77,17 @@ def lmer(
     data: pd.DataFrame,
     reml: bool = True,
     weights=None,
+    offset=None,
     data_name: str | None = None,
 ) -> LinearMixedModelFit:
     """Fit a linear mixed model with lme4's formula syntax, by REML (default) or ML.
 
     ``weights`` are prior weights (an array or a column name): residual variance sigma^2 / w.
+    ``offset``: a known term of the linear predictor (an array or a column name), added to the
+    formula's ``offset(...)`` terms.
     """
-    return lmer_design(build_design(formula, data, weights), reml, data_name=data_name)
+    design = build_design(formula, data, weights, offset)
+    return lmer_design(design, reml, data_name=data_name)
 
 
 def lmer_design(

@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import parameters
 from .crossprod import Blocks, RowStructure, blocks_from_rows, row_structure
-from .design import Design, build_design, model_matrix_for
+from .design import Design, as_data_frame, build_design, model_matrix_for
 from .deviance import objective
 from .errors import JaxlmmError
 
@@ -119,8 +119,7 @@ class Model:
         once): fixed-effect columns encoded as in the fit, and for every random-effect column
         the entry of ``b`` it multiplies (-1 for a level the model has not seen)."""
         design = self.design
-        if not isinstance(newdata, pd.DataFrame):
-            newdata = pd.DataFrame(newdata)
+        newdata = as_data_frame(newdata)
         x = model_matrix_for(design.formula.fixed, design.fixed_spec, newdata, "fixed part")
         index, values, start = [], [], 0
         for term in design.terms:
@@ -135,6 +134,7 @@ class Model:
             x=x[:, list(design.kept_fixed)],
             effect_index=np.array(index, dtype=np.int64),
             effect_values=np.array(values, dtype=np.float64),
+            offset=design.offset_for(newdata),
         )
 
     def own_rows(self) -> NewRows:
@@ -145,15 +145,15 @@ class Model:
                 index.append(start + term.codes * term.n_columns + a)
                 values.append(term.z[:, a])
             start += term.n_levels * term.n_columns
-        return NewRows(self.x, np.array(index, dtype=np.int64), np.array(values))
+        return NewRows(self.x, np.array(index, dtype=np.int64), np.array(values), self.offset)
 
     def predict(self, estimates, newdata=None, *, X=None, offset=None):
         """Predictions X beta + Z b + offset for the model's rows (``newdata`` None) or the rows
         of a data frame, with the conditional modes for known levels and zero for levels the
-        model has not seen. Differentiable in ``estimates``, ``X`` and ``offset``."""
+        model has not seen. ``offset`` (None: the model's, or the formula's offset terms on
+        new rows) and ``X`` replace the rows' own. Differentiable in ``estimates``, ``X`` and
+        ``offset``."""
         rows = self.own_rows() if newdata is None else self.new_rows(newdata)
-        if newdata is None and offset is None:
-            offset = self.offset
         return predict_rows(estimates, rows, X=X, offset=offset)
 
 
@@ -165,16 +165,18 @@ class NewRows:
     x: np.ndarray  # (m, p)
     effect_index: np.ndarray  # (C, m) int: entry of b per random-effect column (-1: none)
     effect_values: np.ndarray  # (C, m): the Z value there
+    offset: np.ndarray  # (m,)
 
 
 def predict_rows(estimates, rows: NewRows, *, X=None, offset=None):
     """The array-level form of :meth:`Model.predict`, for a jitted training loop:
-    ``X @ beta + Z b (+ offset)`` for precomputed :class:`NewRows`."""
+    ``X @ beta + Z b + offset`` for precomputed :class:`NewRows` (``X`` and ``offset`` replace
+    the rows' own)."""
     x = rows.x if X is None else X
+    offset = rows.offset if offset is None else offset
     b = jnp.asarray(estimates.b)
     effects = jnp.where(rows.effect_index >= 0, b[jnp.maximum(rows.effect_index, 0)], 0.0)
-    values = x @ estimates.beta + jnp.sum(rows.effect_values * effects, axis=0)
-    return values if offset is None else values + offset
+    return x @ estimates.beta + jnp.sum(rows.effect_values * effects, axis=0) + offset
 
 
 def response_scale(response, weights):
@@ -196,18 +198,20 @@ def degrees_of_freedom(blocks: Blocks, reml):
 def from_design(design: Design, reml: bool = True, shared: bool = False) -> Model:
     """A model from a checked design. ``shared`` pads its blocks to a generous size class (see
     :func:`crossprod.size_class`)."""
-    offset = getattr(design, "offset", np.zeros(design.nobs))
     return Model(
         rows=row_structure(design, shared),
         y=design.y,
         x=design.x,
         weights=design.weights,
-        offset=offset,
+        offset=design.offset,
         info=ModelInfo(design, bool(reml)),
     )
 
 
-def model(formula: str, data: pd.DataFrame, reml: bool = True, weights=None) -> Model:
+def model(
+    formula: str, data: pd.DataFrame, reml: bool = True, weights=None, offset=None
+) -> Model:
     """Build a :class:`Model` from an lme4 formula and a data frame (lme4's ``lFormula``),
-    laid out as ``lmer`` lays it out (the same numerical path)."""
-    return from_design(build_design(formula, data, weights), reml, shared=True)
+    laid out as ``lmer`` lays it out (the same numerical path). ``weights`` and ``offset``: an
+    array or a column name."""
+    return from_design(build_design(formula, data, weights, offset), reml, shared=True)

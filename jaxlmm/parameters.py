@@ -123,7 +123,7 @@ def starting_theta(design, floor: float = 0.1, sweeps: int = 3) -> np.ndarray:
     the residual variance). A nearby start saves most of the iterations on crossed designs.
     Estimates are floored at ``floor``: theta = 0 is a stationary point to be reached, not left.
     """
-    x, y, w = design.x, design.y - getattr(design, "offset", 0.0), design.weights
+    x, y, w = design.x, design.y - design.offset, design.weights
     sqrt_w = np.sqrt(w)
     resid = y - x @ np.linalg.lstsq(x * sqrt_w[:, None], y * sqrt_w, rcond=None)[0]
     intercepts = [k for k, t in enumerate(design.terms) if t.names == ("(Intercept)",)]

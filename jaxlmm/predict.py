@@ -8,7 +8,7 @@ import pandas as pd
 from formulaic import Formula
 
 from . import parameters
-from .design import model_matrix_for
+from .design import as_data_frame, model_matrix_for, r_name
 from .errors import InferenceError
 from .formula import parse_formula
 
@@ -26,7 +26,7 @@ def _selected_columns(design, re_form) -> list[np.ndarray]:
     parsed = parse_formula(f"y {re_form if text.startswith('~') else '~ ' + str(re_form)}")
     wanted: dict[str, set[str]] = {}
     for term in parsed.random:
-        names = {"(Intercept)" if t == "1" else t for t in _expr_terms(term.expr)}
+        names = {r_name("Intercept" if t == "1" else t) for t in _expr_terms(term.expr)}
         wanted.setdefault(term.group, set()).update(names)
     known = {t.group for t in terms}
     unknown = sorted(set(wanted) - known)
@@ -55,7 +55,8 @@ def predict(
 
     Random effects enter for the terms ``re_form`` keeps; in new data, a level the fit has not
     seen raises an error unless ``allow_new_levels``, when it gets the population value
-    (random effects zero), as lme4's ``predict``.
+    (random effects zero), as lme4's ``predict``. New rows get the formula's ``offset(...)``
+    terms (an ``offset=`` argument belongs to the fitted rows only, as in lme4).
     """
     selected = _selected_columns(design, re_form)
     if newdata is None:
@@ -64,10 +65,9 @@ def predict(
             values = values + np.sum(term.z[:, cols] * b[term.codes][:, cols], axis=1)
         return pd.Series(values, index=design.rows)
 
-    if not isinstance(newdata, pd.DataFrame):
-        newdata = pd.DataFrame(newdata)
+    newdata = as_data_frame(newdata)
     x = model_matrix_for(design.formula.fixed, design.fixed_spec, newdata, "fixed part")
-    values = x[:, list(design.kept_fixed)] @ beta
+    values = x[:, list(design.kept_fixed)] @ beta + design.offset_for(newdata)
     for term, b, cols in zip(design.terms, effects, selected, strict=True):
         if not len(cols):
             continue

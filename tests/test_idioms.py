@@ -5,7 +5,6 @@ Reference values: ``data/idioms_reference.json``, made by ``data/make_idioms_ref
 Each model is fitted from the formula exactly as R deparses it.
 """
 
-import inspect
 import json
 import warnings
 
@@ -163,11 +162,6 @@ def test_offsets_enter_the_design(data, name):
     )
 
 
-@pytest.mark.xfail(
-    "offset" not in inspect.signature(jaxlmm.lmer).parameters,
-    reason="core offset support pending",
-    strict=False,
-)
 @pytest.mark.parametrize("name", OFFSETS)
 def test_offsets_match_lme4(data, name):
     ref = REFERENCE[name]
