@@ -328,12 +328,12 @@ def _profile_curves(profile: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.nda
 
 
 def monotone_spline(x, y):
-    """An increasing interpolant of increasing points: the natural cubic spline (as lme4's
-    ``interpSpline``; exact for collinear points, with a continuous derivative) when it is
+    """An increasing interpolant of increasing points: the cubic spline (not-a-knot ends; exact
+    for points on a cubic, with a continuous derivative, as lme4's ``interpSpline``) when it is
     increasing between the points, otherwise the shape-preserving PCHIP interpolant."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if len(x) >= 3:
-        spline = CubicSpline(x, y, bc_type="natural")
+        spline = CubicSpline(x, y)
         fine = np.linspace(x[0], x[-1], 20 * len(x))
         if np.all(spline.derivative()(fine) > 0):
             return spline
@@ -557,5 +557,5 @@ def volcano(batch, term: str, alpha: float = 0.05, adjust: str | None = None):
         f"{term}: {int(significant.sum())} of {n} responses with {what} < {alpha:g}",
         fontsize="medium",
     )
-    ax.legend(fontsize="small", loc="upper left")
+    fig.legend(fontsize="small", loc="outside lower center", ncols=2, frameon=False)
     return fig
