@@ -211,6 +211,19 @@ class BatchFit:
         }
         return pd.DataFrame({k: v.ravel() for k, v in columns.items()}, index=index)
 
+    def plot_pvalues(self, term: str, bins: int = 20):
+        """Histogram of one coefficient's Satterthwaite p-values across the responses."""
+        from . import plots  # matplotlib is optional and slow to import
+
+        return plots.pvalue_histogram(self, term, bins)
+
+    def plot_volcano(self, term: str, alpha: float = 0.05, adjust: str | None = None):
+        """Volcano plot of one coefficient: estimate against -log10 p (``adjust="bh"``:
+        Benjamini-Hochberg)."""
+        from . import plots
+
+        return plots.volcano(self, term, alpha, adjust)
+
     def variance_components(self) -> pd.DataFrame:
         """SDs and correlations per response, named as lme4's ``confint(oldNames = FALSE)``."""
         sizes = tuple(t.n_columns for t in self.design.terms)

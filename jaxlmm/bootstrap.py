@@ -28,6 +28,12 @@ class BootstrapResult:
             f"converged) of {len(self.samples.columns)} parameters>"
         )
 
+    def plot(self, level: float = 0.95):
+        """Histograms of the replicates with the estimate and the percentile interval."""
+        from . import plots  # matplotlib is optional and slow to import
+
+        return plots.bootstrap_distributions(self, level)
+
     def confint(self, level: float = 0.95) -> pd.DataFrame:
         """Percentile intervals from the converged replicates."""
         if not 0 < level < 1:

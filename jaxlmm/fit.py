@@ -38,7 +38,7 @@ from .kenward_roger import KenwardRoger, kenward_roger, kr_ddf
 from .model import Model, from_design
 from .optimize import ITERATIONS, OptResult
 from .predict import predict, simulate_responses
-from .profile import profile_confint
+from .profile import profile_confint, profile_frame
 from .solution import Solution, conditional_covariances
 from .status import Status
 
@@ -400,6 +400,35 @@ class LinearMixedModelFit:
         if method in ("bootstrap", "boot"):
             return self.bootstrap(nsim, seed).confint(level)
         raise InferenceError(f"method must be 'profile', 'wald' or 'bootstrap', got {method!r}")
+
+    def profile(self, level: float = 0.99, points: int = 9) -> pd.DataFrame:
+        """Points of the likelihood profile of every parameter (lme4's ``profile``): a long
+        frame ``parameter, value, zeta`` reaching the ``level`` profile interval's bounds."""
+        return profile_frame(self, level, points)
+
+    def plot(self):
+        """Residual diagnostics (a matplotlib Figure; ``pip install "jaxlmm[plot]"``):
+        residuals against fitted, QQ plots of residuals and modes, scale-location."""
+        from . import plots  # matplotlib is optional and slow to import
+
+        return plots.diagnostics(self)
+
+    def plot_ranef(self, level: float = 0.95):
+        """Caterpillar plot of the conditional modes with ``level`` intervals, one panel per
+        random-effect column (lme4's ``dotplot(ranef(m, condVar = TRUE))``)."""
+        from . import plots
+
+        return plots.ranef_caterpillar(self, level)
+
+    def plot_profile(self, level: float = 0.95, density: bool = False):
+        """Profile zeta plots with the ``level`` profile intervals marked (lme4's
+        ``xyplot(profile(m))``), or the profile densities (``densityplot``)."""
+        from . import plots
+
+        frame = self.profile(max(level, 0.99))
+        if density:
+            return plots.profile_density(frame)
+        return plots.profile_zeta(frame, self.confint("profile", level))
 
     def bootstrap(self, nsim: int = 1000, seed=None) -> BootstrapResult:
         """Parametric bootstrap: ``nsim`` responses simulated from the fit, all refitted in one

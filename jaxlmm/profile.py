@@ -1,16 +1,20 @@
-"""Profile-likelihood confidence intervals (lme4's ``confint(method = "profile")``).
+"""Likelihood profiles and profile confidence intervals (lme4's ``profile`` and
+``confint(method = "profile")``).
 
 As lme4 does, the ML deviance is profiled (a REML fit is refitted by ML first) over lme4's
-parameters: each term's SDs and correlations, sigma, then the fixed effects. A bound is where
-zeta = sign(x - estimate) sqrt(deviance rise) reaches -z or +z. Each bound is found by
-safeguarded Newton steps on zeta; zeta's derivative comes from the gradient with respect to the
-pinned parameter at the constrained optimum (envelope theorem), so no extra fits are needed.
-Every step optimises the other parameters for all bounds at once, in one vmapped call.
+parameters phi: each term's SDs and correlations, sigma, then the fixed effects. The deviance
+is written in all of them, D(phi) = log|L|^2 + r^2(beta)/sigma^2 + n log(2 pi sigma^2), where
+r^2(beta) comes from the reduced system of [X y]. The profile at phi_j = x minimises D over the
+other parameters by exact Newton steps (the Hessian of D by autodiff; shifted where it is not
+positive definite, and the step halved until D falls). zeta = sign(x - estimate)
+sqrt(D - D_min), and its derivative is dD/dphi_j at that optimum (envelope theorem). A bound is
+where zeta reaches -z or +z: safeguarded Newton steps on zeta, every step optimising the others
+for all bounds at once in one compiled program. A parameter whose profile stays below z up to the
+edge of its range (an SD of 0, a correlation of +-1) gets that edge.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from functools import partial
 
 import jax
@@ -21,90 +25,188 @@ from scipy import special
 
 from . import parameters, programs
 from .crossprod import Blocks
-from .deviance import objective
-from .inference import varpar_deviance
-from .optimize import bfgs
+from .deviance import reduced_system
+from .optimize import autodiff
 
 MAX_STEPS = 30  # Newton steps on zeta per bound
-MAX_ITERATIONS, GTOL = 100, 1e-6  # BFGS for the other parameters at each step
+NEWTON_STEPS = 12  # exact Newton steps for the other parameters at each pinned value
+HALVINGS = 8  # step halvings tried when a Newton step does not lower the deviance
+SHIFTS = jnp.array([0.0, 1e-8, 1e-5, 1e-3, 1e-1, 1.0])  # Levenberg shifts, relative to |H|
 ZETA_TOL = 1e-4  # |zeta - target| at which a bound counts as found
+CORRELATION_EDGE = 1e-6  # correlations are profiled within [-1 + this, 1 - this]
 
 
-def _insert(free, j, x):
-    """``free`` with ``x`` inserted at position ``j`` (a traced index, so it works under vmap)."""
-    k = jnp.arange(free.shape[0] + 1)
-    source = jnp.clip(jnp.where(k < j, k, k - 1), 0, free.shape[0] - 1)
-    return jnp.where(k == j, x, free[source])
-
-
-def _sdcor_deviance(psi, blocks: Blocks):
-    """ML deviance at lme4's (SDs, correlations, sigma), beta profiled."""
-    theta, sigma = parameters.theta_from_sdcor(psi, blocks.layout, blocks.width)
-    return varpar_deviance(jnp.append(theta, sigma), blocks, reml=False)
-
-
-def _fix_coefficient(blocks: Blocks, j, x) -> Blocks:
-    """Blocks of the model with beta_j fixed at ``x``: y becomes y - x X_j and column j turns
-    into a padding column (zero, unit diagonal). A linear map E of the [X y] columns, so only
-    the blocks touching them change; the shapes stay (one program for every j)."""
-    p = blocks.p
-    keep = (jnp.arange(p + 1) != j).astype(blocks.axx.dtype)
-    e = (jnp.eye(p + 1) * keep).at[j, p].add(-x)
-    unit = jnp.diag(1.0 - keep)
-    return dataclasses.replace(
-        blocks,
-        ax1=jnp.einsum("iaq,qr->iar", blocks.ax1, e),
-        axx=e.T @ blocks.axx @ e + unit,
-        azx=blocks.azx @ e,
+def full_deviance(phi, blocks: Blocks):
+    """ML deviance at phi = (SDs and correlations per term, sigma, beta), padded as the blocks
+    are, with the random effects at their conditional modes."""
+    n_psi = blocks.n_theta + 1
+    theta, sigma = parameters.theta_from_sdcor(phi[:n_psi], blocks.layout, blocks.width)
+    logdet, schur = reduced_system(theta, blocks)
+    coefficients = jnp.append(-phi[n_psi:], 1.0)  # y - X beta
+    rss = coefficients @ schur @ coefficients
+    sigma2 = sigma**2
+    return (
+        logdet
+        + rss / sigma2
+        + blocks.nobs * jnp.log(2 * jnp.pi * sigma2)
+        - (blocks.sum_log_weights)
     )
 
 
-def _fixed_deviance(theta, j, x, blocks: Blocks):
-    return objective(theta, _fix_coefficient(blocks, j, x), reml=False)
+def _pinned_optimum(phi, j, x, free, correlations, blocks: Blocks):
+    """Minimise D over the ``free`` entries of ``phi`` other than ``j``, with phi_j = ``x``
+    (``j`` past the end: nothing pinned). Returns phi, D, dD/dphi_j and the Hessian there.
+
+    Where pinning phi_j leaves the correlation matrices not positive definite, the other
+    ``correlations`` are first shrunk towards 0 until they are. Each round evaluates D's
+    derivatives once; it stops when the Newton step no longer lowers D beyond rounding (the
+    derivatives are then those of the point returned)."""
+    n = phi.shape[0]
+    derivatives = autodiff(partial(full_deviance, blocks=blocks)).value_grad_hess
+    mask = free & (jnp.arange(n) != j)
+    both = mask[:, None] & mask[None, :]
+    eye = jnp.eye(n)
+
+    def newton_direction(grad, hess):
+        """-H^{-1} g with the least Levenberg shift (relative to |H|) that makes H positive
+        definite."""
+        hess = jnp.where(both, hess, eye)
+        size = jnp.max(jnp.abs(hess))
+
+        def factor(k):
+            return jnp.linalg.cholesky(hess + SHIFTS[k] * size * eye)
+
+        k = jax.lax.while_loop(
+            lambda k: (k < len(SHIFTS) - 1) & ~jnp.all(jnp.isfinite(factor(k))), lambda k: k + 1, 0
+        )
+        return -jax.scipy.linalg.cho_solve((factor(k), True), jnp.where(mask, grad, 0.0))
+
+    def round_(state):
+        k, phi, _, _, _, _ = state
+        value, grad, hess = derivatives(phi)
+        direction = newton_direction(grad, hess)
+
+        def worse(alpha):
+            trial = fun_at(phi + alpha * direction)
+            return ~(jnp.isfinite(trial) & (trial <= value)) & (alpha > 0.5**HALVINGS)
+
+        alpha = jax.lax.while_loop(worse, lambda alpha: alpha / 2, 1.0)
+        decrease = -jnp.dot(grad, direction) * alpha
+        done = ~(alpha > 0.5**HALVINGS) | (decrease <= 1e-12 * (1 + jnp.abs(value)))
+        step = jnp.where(done, 0.0, alpha) * direction
+        return k + 1, phi + step, done, value, grad, hess
+
+    def fun_at(point):
+        return full_deviance(point, blocks)
+
+    phi = jnp.where(jnp.arange(n) == j, x, phi)
+    others = correlations & (jnp.arange(n) != j)
+
+    def shrunk(factor):
+        return jnp.where(others, factor * phi, phi)
+
+    factor = jax.lax.while_loop(
+        lambda f: (f > 0) & ~jnp.isfinite(fun_at(shrunk(f))),
+        lambda f: jnp.where(f < 1e-3, 0.0, f / 2),
+        1.0,
+    )
+    phi = shrunk(factor)
+    nan = jnp.full(n, jnp.nan)
+    start = (0, phi, False, jnp.nan, nan, jnp.full((n, n), jnp.nan))
+    _, phi, _, value, grad, hess = jax.lax.while_loop(
+        lambda s: (s[0] < NEWTON_STEPS) & ~s[2], round_, start
+    )
+    return phi, value, grad[jnp.minimum(j, n - 1)], hess
 
 
-def _optimise_all(deviance, free0, js, xs):
-    """Minimise ``deviance(free, j, x)`` over ``free`` for every (j, x); the deviance and its
-    derivative in x at each optimum. BFGS without a Hessian (each start is the previous
-    step's optimum, and compiling a Hessian costs more than it saves here)."""
+def _profile_step(blocks: Blocks, phi, js, xs, free, correlations):
+    """:func:`_pinned_optimum` for many (j, x) in one program. One after another (``lax.map``,
+    not ``vmap``): batched LAPACK calls that XLA runs side by side can deadlock jaxlib's
+    thread pool on a two-core machine."""
 
-    def one(free0, j, x):
-        fun = partial(deviance, j=j, x=x)
-        free, _ = bfgs(jax.value_and_grad(fun), free0, MAX_ITERATIONS, GTOL)
-        value, slope = jax.value_and_grad(deviance, argnums=2)(free, j, x)
-        return free, value, slope
+    def one(problem):
+        phi, j, x = problem
+        return _pinned_optimum(phi, j, x, free, correlations, blocks)
 
-    return jax.vmap(one)(free0, js, xs)
+    return jax.lax.map(one, (phi, js, xs))
 
 
-def _varpar_step(blocks: Blocks, free0, js, xs):
-    def deviance(free, j, x):
-        return _sdcor_deviance(_insert(free, j, x), blocks)
+class _Profile:
+    """The ML fit's parameters phi and everything the searches along them need, in units of
+    the blocks' divided response."""
 
-    return _optimise_all(deviance, free0, js, xs)
+    def __init__(self, ml):
+        self.blocks, self.scale, sizes = ml.blocks, ml.scale, ml.sizes
+        n_theta, padded, p = len(ml.theta), ml.blocks.n_theta, len(ml.fixef)
+        self.real = np.concatenate(
+            [np.arange(n_theta), [padded], padded + 1 + np.arange(p)]
+        ).astype(int)  # positions of the real parameters in the padded phi
+        n = padded + 1 + ml.blocks.p
+        self.phi = np.zeros(n)
+        self.phi[self.real] = np.concatenate(
+            [parameters.sdcor_values(ml.theta, sizes, ml.sigma / self.scale), ml.fixef / self.scale]
+        )
+        self.free = np.zeros(n, dtype=bool)
+        self.free[self.real] = True
+        kind = np.full(n, "beta", dtype=object)
+        kind[: padded + 1][self.real[: n_theta + 1]] = np.append(
+            np.where(parameters.diagonal_mask(sizes), "sd", "cor"), "sigma"
+        )
+        self.kind = kind
+        self.units = np.where(np.isin(kind, ["sd", "sigma", "beta"]), self.scale, 1.0)
+        out = self.step(self.phi[None], np.array([n]), np.zeros(1))
+        self.deviance = float(out[1][0])
+        hessian = out[3][0][np.ix_(self.real, self.real)]
+        self.se = np.zeros(n)
+        self.se[self.real] = np.sqrt(np.maximum(np.diag(2 * np.linalg.pinv(hessian)), 0.0))
+
+    def step(self, phi, js, xs):
+        """Pinned optima for the problems (js, xs), in chunks of one size (one compiled
+        program per model: two problems per parameter, padded to a power of two)."""
+        size = max(8, 1 << max(2 * len(self.real) - 1, 0).bit_length())
+        parts = []
+        for start in range(0, len(js), size):
+            take = np.arange(start, start + size) % len(js)
+            correlations = self.kind == "cor"
+            out = programs.run(
+                _profile_step, self.blocks, phi[take], js[take], xs[take], self.free, correlations
+            )
+            parts.append([np.asarray(a)[: len(js) - start] for a in out])
+        return [np.concatenate(column) for column in zip(*parts, strict=True)]
+
+    def domain(self, js):
+        """Each parameter's range: a correlation stops just short of +-1, where the deviance is
+        undefined (a bound found there is reported as the edge itself)."""
+        kind = self.kind[js]
+        edge = 1 - CORRELATION_EDGE
+        low = np.select([kind == "sd", kind == "cor", kind == "sigma"], [0.0, -edge, 0.0], -np.inf)
+        high = np.where(kind == "cor", edge, np.inf)
+        return np.where(kind == "sigma", 1e-8 * self.phi[js], low), high
+
+    def lift(self, phi):
+        """Free SDs at least a small fraction of sigma: at an SD of exactly 0 the deviance is
+        flat in it (it is even in each SD), so an optimiser started there would stay."""
+        floor = 0.05 * self.phi[self.blocks.n_theta]
+        return np.where(self.kind == "sd", np.maximum(np.abs(phi), floor), phi)
+
+    def zeta(self, js, xs, phi):
+        """zeta at (js, xs) and the optimum of the other parameters there."""
+        phi, dev, slope, _ = self.step(self.lift(phi), js, xs)
+        rise = np.maximum(dev - self.deviance, 0.0)
+        return np.sign(xs - self.phi[js]) * np.sqrt(rise), phi, rise, slope
 
 
-def _fixed_step(blocks: Blocks, free0, js, xs):
-    return _optimise_all(partial(_fixed_deviance, blocks=blocks), free0, js, xs)
-
-
-def _search(step, free0, estimate, start, low, high, z, dev_min, floor):
-    """Safeguarded Newton search for the bounds, vectorised over problems.
-
-    ``step(free0, x) -> (free, deviance, slope)``. ``estimate``, ``start``, ``low`` and
-    ``high`` (the parameter's domain) have one entry per problem; ``start - estimate`` gives
-    each problem's side. ``floor(free)`` lifts free parameters off a zero-gradient boundary.
-    """
-    side = np.sign(start - estimate)
-    target = side * z
-    x = np.clip(start, low, high)
+def _search(profile: _Profile, js, sides, z: float) -> np.ndarray:
+    """Safeguarded Newton search on zeta for the bound of each (parameter js, side)."""
+    estimate = profile.phi[js]
+    low, high = profile.domain(js)
+    target = sides * z
+    x = np.clip(estimate + sides * np.where(profile.se[js] > 0, z * profile.se[js], 0.1), low, high)
     inside, outside = estimate.copy(), np.full_like(estimate, np.nan)
     result = np.full_like(estimate, np.nan)
-    free = free0
+    phi = np.tile(profile.phi, (len(js), 1))
     for _ in range(MAX_STEPS):
-        free, dev, slope = jax.device_get(step(floor(free), x))
-        rise = np.maximum(dev - dev_min, 0.0)
-        zeta = np.sign(x - estimate) * np.sqrt(rise)
+        zeta, phi, rise, slope = profile.zeta(js, x, phi)
         found = np.isfinite(zeta) & (np.abs(zeta - target) < ZETA_TOL)
         at_edge = ((x <= low) | (x >= high)) & (np.abs(zeta) < z)
         result = np.where(np.isnan(result) & (found | at_edge), x, result)
@@ -118,94 +220,60 @@ def _search(step, free0, estimate, start, low, high, z, dev_min, floor):
         known = np.isfinite(outside)
         lo_b, hi_b = np.minimum(inside, outside), np.maximum(inside, outside)
         in_bracket = np.isfinite(newton) & (newton > lo_b) & (newton < hi_b)
-        beyond = np.isfinite(newton) & (side * (newton - inside) > 0)
+        beyond = np.isfinite(newton) & (sides * (newton - inside) > 0)
         x = np.where(
             known,
             np.where(in_bracket, newton, (inside + outside) / 2),
             np.where(beyond, newton, estimate + 2 * (x - estimate)),
         )
         x = np.clip(x, low, high)
-    return result
+    correlation = profile.kind[js] == "cor"
+    return np.where(correlation & (np.abs(result) >= 1 - CORRELATION_EDGE), np.sign(result), result)
 
 
-def _problems(count: int) -> np.ndarray:
-    """Problem indices padded (by repeating the first) to a power of two, so that models with
-    a similar number of parameters share the compiled step."""
-    size = max(8, 1 << max(count - 1, 0).bit_length())
-    return np.concatenate([np.arange(count), np.zeros(size - count, dtype=int)])
-
-
-def _variance_bounds(ml, z: float) -> np.ndarray:
-    """Bounds of the SDs, correlations and sigma: each pinned in turn, the others free on the
-    same scale (beta profiled). (2 * n, ) lower and upper per parameter, in units of the
-    blocks' divided response."""
-    blocks, scale, sizes = ml.blocks, ml.scale, ml.sizes
-    n_theta, padded = len(ml.theta), blocks.n_theta
-    real = np.append(np.arange(n_theta), padded)  # positions of the real entries in psi
-    psi = np.zeros(padded + 1)
-    psi[real] = parameters.sdcor_values(ml.theta, sizes, ml.sigma / scale)
-    is_sd = np.zeros(padded + 1, dtype=bool)
-    is_sd[real] = np.append(parameters.diagonal_mask(sizes), True)
-    se = np.zeros(padded + 1)
-    se[real] = np.sqrt(np.diag(ml.vcov_sdcor.to_numpy())) / np.where(is_sd[real], scale, 1.0)
-    sigma = psi[-1]
-    half = np.where(np.isfinite(se) & (se > 0), z * se, np.where(is_sd, 0.25 * sigma, 0.25))
-    problems = _problems(2 * len(real))
-    js = np.repeat(real, 2)[problems]
-    sides = np.tile([-1.0, 1.0], len(real))[problems]
-    low = np.where(is_sd, 0.0, -1.0)[js]
-    low[js == padded] = 1e-8 * sigma
-    high = np.where(is_sd, np.inf, 1.0)[js]
-    free_sd = np.array([np.delete(is_sd, j) for j in js])
-    sd_floor = 0.05 * sigma
-
-    def lift_sds(free):
-        return np.where(free_sd, np.maximum(np.abs(free), sd_floor), free)
-
-    bounds = _search(
-        lambda free, x: programs.run(_varpar_step, blocks, free, js, x),
-        np.array([np.delete(psi, j) for j in js]),
-        psi[js],
-        psi[js] + sides * half[js],
-        low,
-        high,
-        z,
-        float(ml.opt.value),
-        lift_sds,
-    )[: 2 * len(real)]
-    return bounds * np.repeat(np.where(is_sd[real], scale, 1.0), 2)
-
-
-def _fixed_bounds(ml, z: float) -> np.ndarray:
-    """Bounds of the fixed effects: beta_j pinned, theta free (sigma, other betas profiled)."""
-    scale = ml.scale
-    beta, se = ml.fixef.to_numpy() / scale, ml.std_errors.to_numpy() / scale
-    p = len(beta)
-    if not p:
-        return np.zeros(0)
-    problems = _problems(2 * p)
-    js = np.repeat(np.arange(p), 2)[problems]
-    sides = np.tile([-1.0, 1.0], p)[problems]
-    theta = parameters.pad_theta(ml.theta, ml.blocks.n_theta)
-    diagonal = np.asarray(ml.blocks.layout.diagonal)
-    bounds = _search(
-        lambda free, x: programs.run(_fixed_step, ml.blocks, free, js, x),
-        np.tile(theta, (len(js), 1)),
-        beta[js],
-        beta[js] + sides * z * se[js],
-        np.full(len(js), -np.inf),
-        np.full(len(js), np.inf),
-        z,
-        float(ml.opt.value),
-        lambda free: np.where(diagonal & (np.abs(free) < 0.05), 0.05, free),
-    )[: 2 * p]
-    return bounds * scale
+def _names(fit) -> list[str]:
+    return parameters.sdcor_names(fit.design.terms) + list(fit.design.fixed_names)
 
 
 def profile_confint(fit, level: float = 0.95) -> pd.DataFrame:
     """Profile-likelihood intervals with rows in lme4's ``confint(oldNames = FALSE)`` order."""
-    ml = fit.ml_fit()
+    profile = _Profile(fit.ml_fit())
     z = float(special.ndtri((1 + level) / 2))
-    bounds = np.concatenate([_variance_bounds(ml, z), _fixed_bounds(ml, z)]).reshape(-1, 2)
-    names = parameters.sdcor_names(fit.design.terms) + list(fit.design.fixed_names)
-    return pd.DataFrame(bounds, index=names, columns=["lower", "upper"])
+    js = np.repeat(profile.real, 2)
+    sides = np.tile([-1.0, 1.0], len(profile.real))
+    bounds = _search(profile, js, sides, z) * profile.units[js]
+    return pd.DataFrame(bounds.reshape(-1, 2), index=_names(fit), columns=["lower", "upper"])
+
+
+def profile_frame(fit, level: float = 0.99, points: int = 9) -> pd.DataFrame:
+    """Points of each parameter's profile (lme4's ``profile``): a long frame with
+    ``parameter, value, zeta``, ``points`` values each side of the estimate out to the
+    ``level`` profile bound (zeta = 0 at the estimate)."""
+    profile = _Profile(fit.ml_fit())
+    z = float(special.ndtri((1 + level) / 2))
+    js = np.repeat(profile.real, 2)
+    sides = np.tile([-1.0, 1.0], len(profile.real))
+    bounds = _search(profile, js, sides, z)
+    fractions = np.arange(1, points + 1) / points
+    rows_j = np.repeat(js, points)
+    estimate = profile.phi[rows_j]
+    xs = estimate + np.tile(fractions, len(js)) * (np.repeat(bounds, points) - estimate)
+    finite = np.isfinite(xs)
+    zeta = np.full(len(xs), np.nan)
+    phi = np.tile(profile.phi, (finite.sum(), 1))
+    zeta[finite] = profile.zeta(rows_j[finite], xs[finite], phi)[0]
+    names = np.array(_names(fit), dtype=object)
+    index = {j: k for k, j in enumerate(profile.real)}
+    labels = names[[index[j] for j in rows_j]]
+    frame = pd.DataFrame({"parameter": labels, "value": xs * profile.units[rows_j], "zeta": zeta})
+    centre = pd.DataFrame(
+        {
+            "parameter": names,
+            "value": profile.phi[profile.real] * profile.units[profile.real],
+            "zeta": 0.0,
+        }
+    )
+    frame = pd.concat([frame[finite], centre], ignore_index=True)
+    order = {name: k for k, name in enumerate(names)}
+    frame["_order"] = frame["parameter"].map(order)
+    return frame.sort_values(["_order", "value"]).drop(columns="_order").reset_index(drop=True)

@@ -9,6 +9,8 @@ alphabetical levels. Sources (all documented in lme4's help pages):
 - ``Penicillin``: penicillin potency by plate and sample (Davies and Goldsmith 1972).
 - ``Pastes``: paste strength by batch and cask (Davies and Goldsmith 1972).
 - ``InstEval``: university lecture evaluations by students (ETH Zurich), 73,421 ratings.
+- ``Machines``: productivity scores of six workers on three machines (Milliken and Johnson
+  1992; the R package nlme's data set, used in lme4's examples).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ _FACTORS = {
     "Penicillin": ["plate", "sample"],
     "Pastes": ["batch", "cask", "sample"],
     "InstEval": ["s", "d", "studage", "lectage", "service", "dept"],
+    "Machines": ["Worker", "Machine"],
 }
 _BY_LOWER = {name.lower(): name for name in _FACTORS}
 
