@@ -35,12 +35,12 @@ def _chunk_blocks(rows: RowStructure, x, weights, y, observed, scale):
     )
 
 
-def _fit_chunk(rows: RowStructure, x, weights, y, observed, scale, theta0, reml):
+def _fit_chunk(rows: RowStructure, x, weights, y, observed, scale, theta0, reml, iterations):
     """Fit a chunk of responses: (chunk, n) values and masks -> per-response results."""
 
     def one(y, observed, scale):
         blocks = _chunk_blocks(rows, x, weights, y, observed, scale)
-        opt, solution = fit_blocks(blocks, theta0, reml, BATCHED_ITERATIONS)
+        opt, solution = fit_blocks(blocks, theta0, reml, iterations)
         empty = jnp.zeros((0,), solution.beta.dtype)
         return opt, solution._replace(b1=empty.reshape(0, 0), b_rest=empty)
 
@@ -137,10 +137,12 @@ def fit_responses(
     progress: bool = False,
     devices: int | None = None,
     theta0=None,
+    iterations=BATCHED_ITERATIONS,
 ) -> tuple[BatchResult, np.ndarray]:
     """Fit the model of ``design`` to each row of ``y`` (B, nobs) (NaN: missing), starting
-    from ``theta0`` (default lme4's identity start). Returns the results and the status of
-    every response."""
+    from ``theta0`` (default lme4's identity start); ``iterations`` caps the vmapped optimiser
+    (responses it leaves unconverged are refitted one by one). Returns the results and the
+    status of every response."""
     observed, status = screen(design, y)
     core = from_design(design, reml, shared=False)
     n_devices = min(devices or jax.local_device_count(), jax.local_device_count())
@@ -163,7 +165,7 @@ def fit_responses(
             chunk = jax.device_put(
                 (response[padded], observed[padded], scale[padded]), rows_sharding
             )
-        out = programs.run(_fit_chunk, *shared, *chunk, theta0, bool(reml))
+        out = programs.run(_fit_chunk, *shared, *chunk, theta0, bool(reml), np.asarray(iterations))
         results.append(jax.tree.map(partial(_head, k=len(index)), out))
 
     p = core.rows.p

@@ -180,12 +180,12 @@ def predict_rows(estimates, rows: NewRows, *, X=None, offset=None):
 
 
 def response_scale(response, weights):
-    """A power of two near the response's root mean square (1 where that is 0 or undefined),
-    per row of a (..., n) response."""
+    """A power of two near the largest absolute response with positive weight (1 where that is
+    0 or undefined), per row of a (..., n) response: dividing by it keeps every product of
+    the numerics far from overflow and underflow, and changes no digit."""
     xp = np if isinstance(response, np.ndarray) and isinstance(weights, np.ndarray) else jnp
-    total = xp.maximum(xp.sum(weights, axis=-1), 1e-300)
-    mean_square = xp.sum(weights * response**2, axis=-1) / total
-    exponent = xp.round(0.5 * xp.log2(xp.where(mean_square > 0, mean_square, 1.0)))
+    largest = xp.max(xp.where(weights > 0, xp.abs(response), 0.0), axis=-1)
+    exponent = xp.round(xp.log2(xp.where(largest > 0, largest, 1.0)))
     scale = xp.where(xp.isfinite(exponent), 2.0**exponent, 1.0)
     return scale if xp is np else jax.lax.stop_gradient(scale)
 

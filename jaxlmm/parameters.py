@@ -124,6 +124,7 @@ def starting_theta(design, floor: float = 0.1, sweeps: int = 3) -> np.ndarray:
     Estimates are floored at ``floor``: theta = 0 is a stationary point to be reached, not left.
     """
     x, y, w = design.x, design.y - design.offset, design.weights
+    y = y / max(np.max(np.abs(y)), np.finfo(float).tiny)  # theta is scale-free
     sqrt_w = np.sqrt(w)
     resid = y - x @ np.linalg.lstsq(x * sqrt_w[:, None], y * sqrt_w, rcond=None)[0]
     intercepts = [k for k, t in enumerate(design.terms) if t.names == ("(Intercept)",)]

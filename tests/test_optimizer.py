@@ -1,0 +1,123 @@
+"""The optimiser's failure paths on small functions of its own, every status code, the batch's
+one-by-one retry, and no false convergence alarms (refits, response scales)."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxlmm
+from jaxlmm import Status
+from jaxlmm.batch import fit_responses
+from jaxlmm.optimize import autodiff, minimize
+
+
+def run(fun, theta0, diagonal, active=None):
+    with jax.enable_x64(True):
+        theta0 = jnp.asarray(theta0, jnp.float64)
+        active = jnp.ones(theta0.shape, bool) if active is None else jnp.asarray(active)
+        result = jax.jit(lambda t: minimize(autodiff(fun), t, jnp.asarray(diagonal), active))(
+            theta0
+        )
+    return jax.tree.map(np.asarray, result)
+
+
+def test_minimum_on_the_boundary_is_held_exactly_at_zero():
+    result = run(lambda t: 0.5 * t[0] ** 2 + t[0] ** 4 + (t[1] - 1) ** 2, [0.7, 0.0], [True, False])
+    assert result.theta[0] == 0.0 and result.on_boundary[0] and not result.on_boundary[1]
+    assert result.theta[1] == pytest.approx(1.0, abs=1e-8)
+    assert Status(int(result.status)) is Status.CONVERGED
+
+
+def test_saddle_point_is_reported():
+    """Started on the ridge theta_1 = 0 of a saddle, the gradient never leaves it."""
+    result = run(lambda t: (t[0] - 1) ** 2 - t[1] ** 2 + t[1] ** 4, [3.0, 0.0], [False, False])
+    assert result.theta[1] == 0.0
+    assert Status(int(result.status)) is Status.HESSIAN_NOT_PD
+
+
+def test_criterion_that_turns_undefined():
+    def fun(t):
+        return jnp.where(t[0] < 2.0, (t[0] - 3.0) ** 2, jnp.nan)
+
+    result = run(fun, [0.0], [False])
+    assert result.theta[0] < 2.0 and np.isfinite(result.value)
+    assert Status(int(result.status)) is Status.GRADIENT_NOT_SMALL
+    nowhere = run(lambda t: jnp.nan * t[0], [1.0], [False])
+    assert Status(int(nowhere.status)) is Status.NONFINITE
+
+
+def test_padded_entries_stay_where_they_are():
+    result = run(
+        lambda t: (t[0] - 2) ** 2, [0.5, 0.0, 0.0], [True, True, True], [True, False, False]
+    )
+    np.testing.assert_allclose(result.theta, [2.0, 0.0, 0.0], atol=1e-9)
+    assert Status(int(result.status)) is Status.CONVERGED
+
+
+def test_status_type():
+    assert Status.CONVERGED.converged and Status.CONVERGED.fitted
+    assert not Status.HESSIAN_NOT_PD.converged and Status.HESSIAN_NOT_PD.fitted
+    assert not Status.CONSTANT_RESPONSE.fitted
+    assert all(code.message for code in Status)
+
+
+def test_capped_batch_iterations_are_retried_one_by_one(sleepstudy):
+    """With one BFGS iteration under vmap no response converges; the retry with the single-fit
+    optimiser gives lmer's results."""
+    formula = "Reaction ~ Days + (Days | Subject)"
+    fit = jaxlmm.lmer(formula, sleepstudy)
+    y = fit.simulate(3, seed=2).to_numpy().T
+    result, status = fit_responses(fit.design, y, iterations=(1, 0))
+    assert np.all(status == Status.CONVERGED)
+    for k in range(3):
+        single = jaxlmm.lmer(formula, sleepstudy.assign(Reaction=y[k]))
+        assert result.estimates.objective[k] == pytest.approx(single.objective, rel=1e-10)
+
+
+def test_batch_response_with_aliased_fixed_effects(sleepstudy):
+    y = np.tile(sleepstudy["Reaction"].to_numpy(), (2, 1))
+    y[1, sleepstudy["Days"] != 3] = np.nan  # one value of Days left: slope and intercept alias
+    y[1, sleepstudy["Days"] == 3] += np.arange(18)
+    bf = jaxlmm.lmer_batch("Reaction ~ Days + (1 | Subject)", sleepstudy, y, progress=False)
+    assert bf.status_code[1] in (Status.FIXED_EFFECTS_ALIASED, Status.TOO_FEW_OBSERVATIONS)
+    assert bf.converged[0]
+
+
+def test_no_false_alarms_in_refits(sleepstudy):
+    """Refits of responses simulated from the sleepstudy fit: every one converges (lme4 warned
+    about 4 of 500 such refits)."""
+    formula = "Reaction ~ Days + (Days | Subject)"
+    fit = jaxlmm.lmer(formula, sleepstudy)
+    responses = fit.simulate(100, seed=11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", jaxlmm.ConvergenceWarning)
+        for column in responses:
+            jaxlmm.lmer(formula, sleepstudy.assign(Reaction=responses[column]))
+
+
+@pytest.mark.slow
+def test_no_false_alarms_in_500_refits(sleepstudy):
+    formula = "Reaction ~ Days + (Days | Subject)"
+    fit = jaxlmm.lmer(formula, sleepstudy)
+    responses = fit.simulate(500, seed=12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", jaxlmm.ConvergenceWarning)
+        for column in responses:
+            jaxlmm.lmer(formula, sleepstudy.assign(Reaction=responses[column]))
+
+
+@pytest.mark.parametrize("scale", [1e-150, 1e-75, 1e-20, 1e20, 1e75, 1e150])
+def test_convergence_check_is_invariant_to_the_response_scale(sleepstudy, scale):
+    formula = "Reaction ~ Days + (Days | Subject)"
+    base = jaxlmm.lmer(formula, sleepstudy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", jaxlmm.ConvergenceWarning)
+        fit = jaxlmm.lmer(formula, sleepstudy.assign(Reaction=sleepstudy["Reaction"] * scale))
+    np.testing.assert_allclose(fit.theta, base.theta, rtol=1e-6)
+    np.testing.assert_allclose(fit.fixef / scale, base.fixef, rtol=1e-8)
+    assert fit.sigma / scale == pytest.approx(base.sigma, rel=1e-8)
+    n = base.nobs - 2
+    assert fit.objective == pytest.approx(base.objective + 2 * n * np.log(scale), rel=1e-10)
