@@ -74,7 +74,7 @@ def report(label, data, y, lme4_per_fit=None):
     line = (
         f"{label:<34} B={b:>6}  first {first:7.2f}s  warm {warm:7.3f}s  "
         f"{b / warm:9.0f} fits/s  converged {fit.converged.mean():.1%}  "
-        f"max iterations {int(np.max(fit.opt.iterations))}"
+        f"max iterations {int(fit.to_frame()['iterations'].max())}"
     )
     if lme4_per_fit is not None:
         line += f"  speed-up vs lme4 refit {lme4_per_fit * b / warm:6.1f}x"
