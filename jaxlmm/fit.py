@@ -13,6 +13,7 @@ import warnings
 from dataclasses import dataclass
 from functools import cached_property, partial
 
+import jax
 import numpy as np
 import pandas as pd
 from scipy import special
@@ -56,8 +57,6 @@ def fit_model(
 
 
 def _host(tree):
-    import jax
-
     return jax.tree.map(np.asarray, jax.device_get(tree))
 
 
@@ -66,8 +65,6 @@ def devfun(formula: str, data: pd.DataFrame, reml: bool = True, weights=None, of
     ``Model.deviance`` of :func:`jaxlmm.model`, jitted. It is differentiable
     (``jax.grad(devfun(...))(theta)``) and computes in JAX's current precision (float64 under
     ``jax_enable_x64``)."""
-    import jax
-
     core = from_design(build_design(formula, data, weights, offset), reml, shared=True)
     return jax.jit(core.deviance)
 

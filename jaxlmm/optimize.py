@@ -40,7 +40,6 @@ class OptResult(NamedTuple):
 class Criterion(NamedTuple):
     """A smooth function of theta with its derivatives, each a pure JAX function of theta."""
 
-    value: Callable
     value_and_grad: Callable  # theta -> (value, gradient)
     value_grad_hess: Callable  # theta -> (value, gradient, Hessian)
 
@@ -57,7 +56,7 @@ def autodiff(fun) -> Criterion:
         hess, (value, grad) = jax.jacfwd(grad_and_aux, has_aux=True)(theta)
         return value, grad, hess
 
-    return Criterion(fun, value_and_grad, value_grad_hess)
+    return Criterion(value_and_grad, value_grad_hess)
 
 
 class _BfgsState(NamedTuple):
