@@ -10,6 +10,8 @@ from scipy import special
 
 from .design import Design, r_name
 from .errors import InferenceError
+from .inference import ddf_method
+from .printing import anova_table
 
 
 def _zapsmall(x: np.ndarray, digits: int = 7) -> np.ndarray:
@@ -78,19 +80,32 @@ def type3_contrasts(design: Design) -> dict[str, np.ndarray]:
     return result
 
 
-def fixed_effects_table(design: Design, f_test) -> pd.DataFrame:
+_METHODS = {"satterthwaite": "Satterthwaite's", "kenward-roger": "Kenward-Roger's"}
+
+
+def fixed_effects_table(design: Design, f_test, ddf: str | None = None) -> pd.DataFrame:
     """Type III F test per fixed-effect term, laid out as lmerTest's ``anova(m)``; ``f_test``
-    maps a contrast matrix to the test's figures."""
+    maps a contrast matrix to the test's figures. Prints as lmerTest prints it (the heading
+    names the ``ddf`` method)."""
     rows = {label: f_test(contrast) for label, contrast in type3_contrasts(design).items()}
     columns = ["sum_sq", "mean_sq", "num_df", "den_df", "F_value", "p_value"]
-    return pd.DataFrame.from_dict(rows, orient="index", columns=columns)
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=columns)
+    if not rows:
+        frame = pd.DataFrame(columns=columns, dtype=float)
+    title = "Type III Analysis of Variance Table"
+    if ddf is not None:
+        title += f" with {_METHODS.get(ddf_method(ddf), ddf)} method"
+    return anova_table(frame, [title])
 
 
 def likelihood_ratio_table(fits, names=None) -> pd.DataFrame:
     """Likelihood-ratio tests of nested models in order of their number of parameters.
 
     REML fits are refitted by ML first (as lme4's ``anova``); the table's ``attrs["note"]``
-    says so.
+    says so. Rows are named by ``names`` (default ``MODEL1``, ``MODEL2``, ... in the order
+    given, lme4's names when it cannot find the models' names); it prints as lme4 prints it,
+    under the heading ``Data:`` (when the fits name their data), ``Models:`` and each model's
+    name and formula.
     """
     nobs = {f.nobs for f in fits}
     if len(nobs) > 1:
@@ -98,9 +113,15 @@ def likelihood_ratio_table(fits, names=None) -> pd.DataFrame:
             f"models were fitted to different numbers of observations {sorted(nobs)}; "
             "likelihood-ratio tests need the same data"
         )
-    names = list(names) if names is not None else [f.design.formula.text for f in fits]
+    names = (
+        [str(n) for n in names]
+        if names is not None
+        else [f"MODEL{k + 1}" for k in range(len(fits))]
+    )
     if len(names) != len(fits):
         raise InferenceError(f"{len(names)} names given for {len(fits)} models")
+    if len(set(names)) != len(names):
+        raise InferenceError(f"model names {names} are not unique")
     refitted = any(f.reml for f in fits)
     ml = [f.ml_fit() for f in fits]
     order = sorted(range(len(ml)), key=lambda k: ml[k].n_parameters)
@@ -123,9 +144,13 @@ def likelihood_ratio_table(fits, names=None) -> pd.DataFrame:
         },
         index=[names[k] for k in order],
     )
-    if refitted:
-        table.attrs["note"] = "refitting model(s) with ML (instead of REML)"
-    return table
+    data_names = {f.data_name for f in fits}
+    heading = (
+        [f"Data: {data_names.pop()}"] if len(data_names) == 1 and None not in data_names else []
+    )
+    heading += ["Models:"] + [f"{names[k]}: {fits[k].design.formula.text}" for k in order]
+    note = "refitting model(s) with ML (instead of REML)" if refitted else None
+    return anova_table(table, heading, note)
 
 
 def anova(*fits, ddf: str = "satterthwaite", names=None) -> pd.DataFrame:

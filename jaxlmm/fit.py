@@ -23,7 +23,7 @@ from .anova_tables import fixed_effects_table
 from .bootstrap import BootstrapResult, bootstrap
 from .crossprod import Blocks
 from .design import Design, build_design
-from .errors import ConvergenceWarning, InferenceError
+from .errors import ConvergenceWarning, DataError, InferenceError
 from .estimate import Estimates, assemble, fit_blocks
 from .inference import (
     VarparDerivatives,
@@ -39,6 +39,7 @@ from .kenward_roger import KenwardRoger, kenward_roger, kr_ddf
 from .model import Model, from_design
 from .optimize import ITERATIONS, OptResult
 from .predict import predict, simulate_responses
+from .printing import confint_table
 from .profile import profile_confint, profile_frame
 from .solution import Solution, conditional_covariances
 from .status import Status
@@ -76,15 +77,31 @@ def lmer(
     weights=None,
     offset=None,
     data_name: str | None = None,
+    na_action: str = "omit",
 ) -> LinearMixedModelFit:
     """Fit a linear mixed model with lme4's formula syntax, by REML (default) or ML.
 
     ``weights`` are prior weights (an array or a column name): residual variance sigma^2 / w.
     ``offset``: a known term of the linear predictor (an array or a column name), added to the
-    formula's ``offset(...)`` terms.
+    formula's ``offset(...)`` terms. ``data_name`` names the data in printed output (lme4's
+    ``Data:`` line). Rows with a missing value in a column the model uses are left out;
+    with ``na_action="exclude"`` (R's ``na.exclude``) ``fitted``, ``residuals`` and
+    ``predict()`` still have one entry per row of ``data``, NaN where a row was left out.
+    The fit keeps a reference to ``data`` (not a copy) for :meth:`~LinearMixedModelFit.update`.
     """
+    na_action = _na_action(na_action)
     design = build_design(formula, data, weights, offset)
-    return lmer_design(design, reml, data_name=data_name)
+    fit = lmer_design(design, reml, data_name=data_name)
+    call = {"weights": weights, "offset": offset}
+    return dataclasses.replace(fit, data=data, na_action=na_action, call=call)
+
+
+def _na_action(value) -> str:
+    """``"omit"`` or ``"exclude"`` (R's ``na.omit`` / ``na.exclude`` accepted too)."""
+    name = str(value).lower().removeprefix("na.").removeprefix("na_")
+    if name not in ("omit", "exclude"):
+        raise DataError(f"na_action must be 'omit' or 'exclude', got {value!r}")
+    return name
 
 
 def lmer_design(
@@ -135,6 +152,11 @@ class LinearMixedModelFit:
     opt: OptResult  # padded, on the divided response's scale
     solution: Solution  # padded, on the divided response's scale
     data_name: str | None = None
+    # Set by lmer: the caller's data frame itself (a reference, not a copy), how rows with
+    # missing values are treated, and lmer's weights / offset arguments as given (for update).
+    data: object = None
+    na_action: str = "omit"
+    call: dict | None = None
 
     @cached_property
     def estimates(self) -> Estimates:
@@ -247,15 +269,35 @@ class LinearMixedModelFit:
         return effects
 
     @cached_property
-    def fitted(self) -> pd.Series:
+    def _fitted_rows(self) -> pd.Series:
+        """Fitted values on the rows used."""
         values = self.design.x @ self.fixef.to_numpy() + self.model.offset
         for term, b in zip(self.design.terms, self._term_effects(), strict=True):
             values = values + np.sum(term.z * b[term.codes], axis=1)
         return pd.Series(values, index=self.design.rows)
 
+    def _excluded(self, values: pd.Series) -> pd.Series:
+        """``values`` on the rows used, spread over all rows of the data (NaN for the rows
+        left out) when the fit was made with ``na_action="exclude"``."""
+        if self.na_action != "exclude" or self.data is None:
+            return values
+        from .accessors import data_positions
+
+        index, positions = data_positions(self)
+        full = np.full(len(index), np.nan)
+        full[positions] = values.to_numpy()
+        return pd.Series(full, index=index, name=values.name)
+
+    @property
+    def fitted(self) -> pd.Series:
+        """Fitted values (with ``na_action="exclude"``: one per data row, NaN if left out)."""
+        return self._excluded(self._fitted_rows)
+
     @property
     def residuals(self) -> pd.Series:
-        return pd.Series(self.design.y, index=self.design.rows) - self.fitted
+        """Response minus fitted values (``na_action="exclude"``: as :attr:`fitted`)."""
+        rows = pd.Series(self.design.y, index=self.design.rows) - self._fitted_rows
+        return self._excluded(rows)
 
     # --- variance components -------------------------------------------------------------
     def _term_group_names(self) -> list[str]:
@@ -369,7 +411,7 @@ class LinearMixedModelFit:
 
     def anova(self, ddf: str = "satterthwaite") -> pd.DataFrame:
         """Type III F tests of the fixed-effect terms (lmerTest's ``anova(m)``)."""
-        return fixed_effects_table(self.design, partial(self.f_test, ddf=ddf))
+        return fixed_effects_table(self.design, partial(self.f_test, ddf=ddf), ddf)
 
     def confint(
         self, method: str = "profile", level: float = 0.95, nsim: int = 1000, seed=None
@@ -385,7 +427,7 @@ class LinearMixedModelFit:
             raise InferenceError(f"level must be between 0 and 1, got {level!r}")
         method = str(method).lower()
         if method == "profile":
-            return profile_confint(self, level)
+            return confint_table(profile_confint(self, level), level)
         if method == "wald":
             z = special.ndtri((1 + level) / 2)
             names = parameters.sdcor_names(self.design.terms)
@@ -393,7 +435,7 @@ class LinearMixedModelFit:
             lower = np.concatenate([np.full(len(names), np.nan), est - z * se])
             upper = np.concatenate([np.full(len(names), np.nan), est + z * se])
             index = names + list(est.index)
-            return pd.DataFrame({"lower": lower, "upper": upper}, index=index)
+            return confint_table(pd.DataFrame({"lower": lower, "upper": upper}, index=index), level)
         if method in ("bootstrap", "boot"):
             return self.bootstrap(nsim, seed).confint(level)
         raise InferenceError(f"method must be 'profile', 'wald' or 'bootstrap', got {method!r}")
@@ -408,7 +450,7 @@ class LinearMixedModelFit:
         residuals against fitted, QQ plots of residuals and modes, scale-location."""
         from . import plots  # matplotlib is optional and slow to import
 
-        return plots.diagnostics(self)
+        return plots.diagnostics(dataclasses.replace(self, na_action="omit"))
 
     def plot_ranef(self, level: float = 0.95):
         """Caterpillar plot of the conditional modes with ``level`` intervals, one panel per
@@ -438,7 +480,8 @@ class LinearMixedModelFit:
         for the population level, a formula such as ``"~ (1 | g)"`` for some random terms."""
         beta, effects = self.fixef.to_numpy(), self._term_effects()
         offset = self.model.offset
-        return predict(self.design, beta, effects, offset, newdata, re_form, allow_new_levels)
+        values = predict(self.design, beta, effects, offset, newdata, re_form, allow_new_levels)
+        return self._excluded(values) if newdata is None else values
 
     def _simulated(self, nsim, seed) -> np.ndarray:
         rng = np.random.default_rng(seed)
@@ -480,24 +523,92 @@ class LinearMixedModelFit:
     def ranef(self, condvar: bool = False) -> dict[str, pd.DataFrame]:
         """Conditional modes per grouping factor (lme4's ``ranef``): levels x effect columns.
 
-        With ``condvar=True`` each effect gets a ``condsd_<name>`` column: the conditional
-        standard deviation, sigma times the square root of the diagonal of lme4's ``postVar``.
+        With ``condvar=True`` each effect gets a ``condsd_<name>`` column, the conditional
+        standard deviation (the square root of the diagonal of lme4's ``postVar``), and each
+        frame's ``attrs["postVar"]`` holds the conditional covariance matrices as a
+        (levels, columns, columns) array (lme4's ``postVar`` with the level axis first; a
+        list of such arrays, one per term, when a factor has several terms).
         """
         effects = self._term_effects()
-        sds = None
+        sds = covs = None
         if condvar:
-            covs = self.conditional_covariances().values()
+            covs = list(self.conditional_covariances().values())
             sds = [np.sqrt(np.diagonal(c, axis1=1, axis2=2)) for c in covs]
         frames: dict[str, pd.DataFrame] = {}
+        postvar: dict[str, list[np.ndarray]] = {}
         for k, (term, b) in enumerate(zip(self.design.terms, effects, strict=True)):
             columns = {name: b[:, a] for a, name in enumerate(term.names)}
             if sds is not None:
                 columns |= {f"condsd_{name}": sds[k][:, a] for a, name in enumerate(term.names)}
+                postvar.setdefault(term.group, []).append(covs[k])
             frame = pd.DataFrame(columns, index=pd.Index(term.levels, name=term.group))
             if term.group in frames:
                 frame = frames[term.group].join(frame, how="outer")
             frames[term.group] = frame
+        for group, arrays in postvar.items():  # lme4's attr(, "postVar"), levels first
+            frames[group].attrs["postVar"] = arrays[0] if len(arrays) == 1 else arrays
         return frames
+
+    # --- lme4's and lmerTest's everyday helpers ---------------------------------------------
+    def VarCorr(self):  # noqa: N802 (lme4's name)
+        """lme4's ``VarCorr(m)``: prints as ``print(VarCorr(m))``; ``vc["Subject"]`` is the
+        group's covariance matrix, ``vc.format(comp=("Variance", "Std.Dev."))`` shows both."""
+        from .printing import VarCorr
+
+        return VarCorr(self)
+
+    def coef(self) -> dict[str, pd.DataFrame]:
+        """lme4's ``coef(m)``: per grouping factor, fixed effects plus conditional modes."""
+        from .accessors import coef
+
+        return coef(self)
+
+    def update(self, formula: str | None = None, **changes) -> LinearMixedModelFit:
+        """A new fit with a changed formula and/or lmer arguments (R's ``update``):
+        ``fit.update(". ~ . - Days")``, ``fit.update(". ~ . + (1 | g)")``,
+        ``fit.update(reml=False)``; data, weights, offset and the rest as in this fit."""
+        from .update import update
+
+        return update(self, formula, **changes)
+
+    def ranova(self, reduce_terms: bool = True) -> pd.DataFrame:
+        """lmerTest's ``ranova``: likelihood-ratio tests of the random-effects terms."""
+        from .lmertest_tables import ranova
+
+        return ranova(self, reduce_terms)
+
+    def drop1(self, ddf: str = "satterthwaite") -> pd.DataFrame:
+        """lmerTest's ``drop1``: F tests of the fixed-effect terms that can be dropped."""
+        from .lmertest_tables import drop1
+
+        return drop1(self, ddf)
+
+    @property
+    def X(self) -> pd.DataFrame:  # noqa: N802 (lme4's name)
+        """lme4's ``getME(m, "X")``: the fixed-effects model matrix."""
+        from .accessors import fixed_matrix
+
+        return fixed_matrix(self)
+
+    @property
+    def Z(self):  # noqa: N802
+        """lme4's ``getME(m, "Z")``: the random-effects model matrix (scipy.sparse CSC,
+        n x q; terms in order, level-major within a term)."""
+        from .accessors import random_matrix
+
+        return random_matrix(self)
+
+    @property
+    def Lambda(self):  # noqa: N802
+        """lme4's ``getME(m, "Lambda")``: the relative covariance factor (scipy.sparse CSC)."""
+        from .accessors import relative_factor
+
+        return relative_factor(self)
+
+    @property
+    def Lambdat(self):  # noqa: N802
+        """lme4's ``getME(m, "Lambdat")``: the transpose of :attr:`Lambda`."""
+        return self.Lambda.T.tocsc()
 
     def summary(self, ddf: str | None = None) -> str:
         """A text summary laid out as lme4's ``summary(m)``; with ``ddf`` the fixed-effects table

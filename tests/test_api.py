@@ -25,7 +25,7 @@ def test_summary_reads_like_lme4(fit):
         "REML criterion at convergence: 1743.6",
         "Scaled residuals:",
         " Groups   Name        Variance Std.Dev. Corr",
-        "Days           35.07    5.922 0.07",
+        "Days         35.07    5.922   0.07",  # lme4: left-aligned columns
         "Number of obs: 180, groups:  Subject, 18",
         "(Intercept)  251.405      6.825  36.838",
         "Days          10.467      1.546   6.771",
