@@ -21,13 +21,17 @@ from .errors import (
 from .estimate import Estimates, estimate
 from .fit import LinearMixedModelFit, devfun, lmer
 from .formula import parse_formula
+from .lmertest_tables import drop1, ranova
 from .model import Model, NewRows, model, predict_rows
+from .printing import AnovaTable, ConfintTable, VarCorr
 from .status import Status
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnovaTable",
     "BatchFit",
+    "ConfintTable",
     "ConvergenceWarning",
     "DataError",
     "Estimates",
@@ -39,14 +43,17 @@ __all__ = [
     "NewRows",
     "RankDeficiencyWarning",
     "Status",
+    "VarCorr",
     "anova",
     "build_design",
     "datasets",
     "devfun",
+    "drop1",
     "estimate",
     "lmer",
     "lmer_batch",
     "model",
     "parse_formula",
     "predict_rows",
+    "ranova",
 ]

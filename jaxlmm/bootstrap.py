@@ -11,6 +11,7 @@ import pandas as pd
 from . import parameters
 from .batch import fit_responses
 from .errors import InferenceError
+from .printing import confint_table
 from .status import Status
 
 
@@ -43,7 +44,8 @@ class BootstrapResult:
             raise InferenceError("no bootstrap replicate converged")
         tails = [(1 - level) / 2, (1 + level) / 2]
         bounds = np.nanquantile(used.to_numpy(), tails, axis=0).T
-        return pd.DataFrame(bounds, index=self.samples.columns, columns=["lower", "upper"])
+        frame = pd.DataFrame(bounds, index=self.samples.columns, columns=["lower", "upper"])
+        return confint_table(frame, level)  # prints as R's confint matrix
 
 
 def bootstrap(

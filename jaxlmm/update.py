@@ -64,7 +64,7 @@ def update_formula(old: str, new: str) -> str:
         raise FormulaError(f"formula must be a string, got {type(new).__name__}")
     if "~" not in new:
         raise FormulaError(f"formula {new!r} needs a '~' (e.g. '. ~ . - x')")
-    new_lhs, new_rhs = _sides(new) if new.strip()[0] != "~" else ("", new.strip()[1:])
+    new_lhs, new_rhs = _sides(new) if new.strip()[0] != "~" else ("", new.strip()[1:].strip())
     if not _DOT.search(new):
         return new if new_lhs else f"{_sides(old)[0]} ~ {new_rhs}"
     old_lhs, old_rhs = _sides(old)
