@@ -159,7 +159,7 @@ def matrix_lines(cells, rownames, colnames, right: bool = True) -> list[str]:
     justified (right or left) to the wider of their header and cells, one space between.
     Trailing blanks are dropped."""
     rows = [list(r) for r in cells]
-    rn_width = max((len(r) for r in rownames), default=0)
+    rn_width = max((len(r) for r in rownames), default=4)  # R: 4 blanks when there are no rows
     widths = [max([len(colnames[j])] + [len(r[j]) for r in rows]) for j in range(len(colnames))]
 
     def line(label, entries):

@@ -158,8 +158,10 @@ def test_confint_prints_as_r(key, level):
         ("varcorr_m1", "Reaction ~ Days + (Days | Subject)", "sleepstudy"),
         ("varcorr_pen", "diameter ~ 1 + (1 | plate) + (1 | sample)", "Penicillin"),
         ("varcorr_double", "Reaction ~ Days + (Days || Subject)", "sleepstudy"),
+        ("varcorr_three", "Reaction ~ Days + I(Days^2) + (Days + I(Days^2) | Subject)",
+         "sleepstudy"),
     ],
-)
+)  # fmt: skip
 def test_varcorr_prints_as_r(fitted, key, formula, data):
     ref = PRINT[key]
     components = fitted(formula, data)._variance_components()

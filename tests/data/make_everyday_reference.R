@@ -56,6 +56,8 @@ fpens <- diameter ~ sample + (1 | plate)
 mpens <- lmerTest::lmer(fpens, pen)
 fpas <- strength ~ 1 + (1 | batch/cask)
 mpas <- lmerTest::lmer(fpas, pastes)
+f3 <- Reaction ~ Days + I(Days^2) + (Days + I(Days^2) | Subject)
+m3 <- suppressWarnings(lme4::lmer(f3, sleep))  # lme4 warns that it may not have converged
 fdye <- Yield ~ 1 + (1 | Batch)
 mdye <- lme4::lmer(fdye, dye2)
 
@@ -73,6 +75,7 @@ message("lme4's anova(m0, m1) refits the REML models by ML first")
 lrt <- suppressMessages(anova(m0, m1))
 out$print <- list(
   varcorr_m1 = vc(m1), varcorr_pen = vc(mpen), varcorr_double = vc(md),
+  varcorr_three = vc(m3),
   summary_m1 = text(summary(as(m1, "lmerMod"))),
   summary_m1_satterthwaite = text(summary(m1)),
   summary_m1_ml = text(summary(as(m1ml, "lmerMod"))),
