@@ -82,6 +82,13 @@ class Estimates:
     def converged(self):
         return self.status == Status.CONVERGED
 
+    def __repr__(self) -> str:
+        shapes = ", ".join(
+            f"{name}={getattr(getattr(self, name), 'shape', ())}"
+            for name in ("theta", "beta", "sigma", "b", "objective", "status")
+        )
+        return f"Estimates({shapes})"
+
 
 def assemble(theta, solution: Solution, value, status, nobs, scale, model: Model):
     """Estimates on the model's own scale and sizes from padded results for a response divided

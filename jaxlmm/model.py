@@ -64,6 +64,14 @@ class Model:
     offset: np.ndarray  # (n,) known part of the linear predictor
     info: ModelInfo = field(metadata=dict(static=True))
 
+    def __repr__(self) -> str:
+        design = self.design
+        return (
+            f"<Model {design.formula.text!r}: {design.nobs} observations, "
+            f"{len(design.fixed_names)} fixed effects, {self.info.n_random} random effects, "
+            f"{'REML' if self.reml else 'ML'}>"
+        )
+
     @property
     def design(self) -> Design:
         return self.info.design
@@ -208,9 +216,7 @@ def from_design(design: Design, reml: bool = True, shared: bool = False) -> Mode
     )
 
 
-def model(
-    formula: str, data: pd.DataFrame, reml: bool = True, weights=None, offset=None
-) -> Model:
+def model(formula: str, data: pd.DataFrame, reml: bool = True, weights=None, offset=None) -> Model:
     """Build a :class:`Model` from an lme4 formula and a data frame (lme4's ``lFormula``),
     laid out as ``lmer`` lays it out (the same numerical path). ``weights`` and ``offset``: an
     array or a column name."""

@@ -250,8 +250,10 @@ def theta_from_sdcor(psi, layout: ThetaLayout, width: int):
     diagonal = layout.active & (layout.row == layout.col)
     off = layout.active & (layout.row != layout.col)
     diagonal_row = jnp.where(diagonal, layout.row, width)  # off-diagonal entries: dropped
-    sd = jnp.ones((t, width), psi.dtype).at[layout.term, diagonal_row].set(
-        jnp.abs(values), mode="drop"
+    sd = (
+        jnp.ones((t, width), psi.dtype)
+        .at[layout.term, diagonal_row]
+        .set(jnp.abs(values), mode="drop")
     )
     eye = jnp.broadcast_to(jnp.eye(width, dtype=psi.dtype), (t, width, width))
     lower = (
