@@ -300,7 +300,7 @@ class LinearMixedModelFit:
         return self._excluded(rows)
 
     # --- variance components -------------------------------------------------------------
-    def _term_group_names(self) -> list[str]:
+    def term_group_names(self) -> list[str]:
         """lme4's group labels in VarCorr: a factor's second term is ``g.1`` and so on."""
         seen: dict[str, int] = {}
         names = []
@@ -310,10 +310,11 @@ class LinearMixedModelFit:
             seen[term.group] = k + 1
         return names
 
-    def _variance_components(self) -> pd.DataFrame:
+    def variance_components(self) -> pd.DataFrame:
+        """lme4's ``as.data.frame(VarCorr(m))``: group, var1, var2, vcov, sdcor."""
         rows = []
         covs = parameters.covariances(self.theta, self.sizes, self.sigma)
-        for term, group, cov in zip(self.design.terms, self._term_group_names(), covs, strict=True):
+        for term, group, cov in zip(self.design.terms, self.term_group_names(), covs, strict=True):
             sd = np.sqrt(np.diag(cov))
             for a, name in enumerate(term.names):
                 rows.append((group, name, None, cov[a, a], sd[a]))
@@ -331,7 +332,7 @@ class LinearMixedModelFit:
         ``std_error`` of each ``sdcor`` entry (delta method on the exact Hessian)."""
         se = np.sqrt(np.diag(self.vcov_sdcor.to_numpy()))
         order = parameters.varcorr_order(self.sizes)
-        return self._variance_components().assign(std_error=se[order])
+        return self.variance_components().assign(std_error=se[order])
 
     # --- inference -----------------------------------------------------------------------
     @cached_property
@@ -517,7 +518,7 @@ class LinearMixedModelFit:
             index = start + np.arange(term.n_levels)[:, None] * s + np.arange(s)[None, :]
             blocks.append(rest[index[:, :, None], index[:, None, :]])
             start += term.n_levels * s
-        names = self._term_group_names()
+        names = self.term_group_names()
         return {name: self.sigma**2 * c for name, c in zip(names, blocks, strict=True)}
 
     def ranef(self, condvar: bool = False) -> dict[str, pd.DataFrame]:

@@ -414,7 +414,7 @@ class VarCorr:
         return self._fit.varcorr
 
     def groups(self) -> list[str]:
-        return self._fit._term_group_names()
+        return self._fit.term_group_names()
 
     def __getitem__(self, group: str) -> pd.DataFrame:
         from . import parameters
@@ -429,7 +429,7 @@ class VarCorr:
     def format(self, digits: int | None = None, comp=None) -> str:
         """The table as lme4 prints it; ``comp=("Variance", "Std.Dev.")`` shows both."""
         digits = self.digits if digits is None else digits
-        components = self._fit._variance_components()
+        components = self._fit.variance_components()
         return "\n".join(varcorr_lines(components, digits, self.comp if comp is None else comp))
 
     def __repr__(self) -> str:
@@ -470,7 +470,7 @@ def _fixed_correlation(fit) -> list[str]:
 def _residual_quantiles(fit, digits: int) -> list[str]:
     """lme4's ``.prt.resids``: quantiles of the scaled residuals, zapped to ``digits + 1``
     and printed as a named vector (one width for every entry)."""
-    resid = fit.design.y - fit._fitted_rows.to_numpy()
+    resid = fit.residuals.dropna().to_numpy()  # the rows used (na_action="exclude" adds NaN)
     scaled = resid * np.sqrt(fit.design.weights) / fit.sigma
     quantiles = zapsmall(np.quantile(scaled, [0, 0.25, 0.5, 0.75, 1]), digits + 1)
     values = format_real(quantiles, digits)
@@ -526,7 +526,7 @@ def format_summary(fit, ddf: str | None = None) -> str:
     lines += _residual_quantiles(fit, digits)
     lines.append("")
     lines.append("Random effects:")
-    lines += varcorr_lines(fit._variance_components(), digits, ("Variance", "Std.Dev."))
+    lines += varcorr_lines(fit.variance_components(), digits, ("Variance", "Std.Dev."))
     groups = "; ".join(f"{g}, {n}" for g, n in fit.ngroups.items())
     lines.append(f"Number of obs: {fit.nobs}, groups:  {groups}")
     p = len(fit.fixef)

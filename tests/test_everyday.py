@@ -164,7 +164,7 @@ def test_confint_prints_as_r(key, level):
 )  # fmt: skip
 def test_varcorr_prints_as_r(fitted, key, formula, data):
     ref = PRINT[key]
-    components = fitted(formula, data)._variance_components()
+    components = fitted(formula, data).variance_components()
     # R's numbers in jaxlmm's layout: per group the SDs then the correlations, then sigma
     sds, corrs = list(_values(ref["stddev"])), list(_values(ref["corr"]))
     values = []
