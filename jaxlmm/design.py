@@ -295,6 +295,12 @@ def _canonical(column: pd.Series, name: str) -> pd.Series:
     """A column as the model reads it: numbers as float64, anything else as a factor (a
     categorical of level labels, :func:`_level_label`; strings in code-point order, a
     categorical's categories in their order). Missing values stay missing."""
+    if column.dtype.kind in "iuf":  # plain numbers: no need to look at the values
+        return pd.Series(column.to_numpy(np.float64), index=column.index)
+    if isinstance(column.dtype, pd.CategoricalDtype) and all(
+        type(c) is str for c in column.cat.categories
+    ):  # already a factor of labels
+        return column
     kind = pd.api.types.infer_dtype(column, skipna=True)
     if kind in _NUMBERS and not isinstance(column.dtype, pd.CategoricalDtype):
         try:

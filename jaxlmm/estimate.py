@@ -21,7 +21,7 @@ import numpy as np
 
 from . import parameters
 from .crossprod import Blocks
-from .deviance import objective, value_and_grad, value_grad_hess
+from .deviance import is_dense, objective, value_and_grad, value_grad_hess
 from .linalg import cho_solve, cholesky
 from .model import Model
 from .optimize import ITERATIONS, Criterion, minimize
@@ -40,9 +40,18 @@ def criterion(blocks: Blocks, reml) -> Criterion:
 def fit_blocks(blocks: Blocks, theta0, reml=True, iterations=ITERATIONS):
     """Optimise theta from ``theta0`` for one model's blocks and solve for the estimates there:
     (OptResult, Solution), padded as the blocks are. Pure; ``iterations`` caps the optimiser
-    (see :func:`optimize.minimize`)."""
+    (see :func:`optimize.minimize`). Dense systems, whose exact Hessian costs little more than
+    their gradient, are fitted by Newton's method alone (a smaller program); the others by BFGS
+    first."""
     layout = blocks.layout
-    result = minimize(criterion(blocks, reml), theta0, layout.diagonal, layout.active, iterations)
+    result = minimize(
+        criterion(blocks, reml),
+        theta0,
+        layout.diagonal,
+        layout.active,
+        iterations,
+        quasi_newton=not is_dense(blocks),
+    )
     theta = parameters.canonical_theta(result.theta, layout)
     return result._replace(theta=theta), solve(theta, blocks)
 
@@ -130,7 +139,13 @@ def _estimate(model: Model, y, X, weights, offset, theta0) -> Estimates:
         theta0 = parameters.initial_theta(model.info.sizes)
     start = jnp.pad(jnp.asarray(theta0, dtype), (0, blocks.n_theta - model.n_theta))
     fixed = jax.lax.stop_gradient(blocks)
-    opt = minimize(criterion(fixed, model.reml), start, layout.diagonal, layout.active)
+    opt = minimize(
+        criterion(fixed, model.reml),
+        start,
+        layout.diagonal,
+        layout.active,
+        quasi_newton=not is_dense(blocks),
+    )
     free = layout.active & ~opt.on_boundary
     theta = implicit_theta(opt.theta, opt.hessian, free, blocks, model.reml)
     theta = parameters.canonical_theta(theta, layout)

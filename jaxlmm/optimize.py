@@ -20,7 +20,7 @@ BOUNDARY_SNAP = 1e-2  # |theta_j| below this is tried at exactly 0 ...
 BOUNDARY_RISE = 1e-7  # ... and kept there if the criterion rises by at most this (float64)
 SCALED_GRADIENT_TOL = 1e-3  # convergence check on H^{-1} g, as lme4's relative gradient
 POLISH_TOL = 1e-8  # Newton steps are taken while H^{-1} g exceeds this
-ITERATIONS = (500, 3)  # BFGS iterations and Newton steps of a single fit
+ITERATIONS = (500, 50)  # BFGS iterations and Newton steps of a single fit
 BATCHED_ITERATIONS = (25, 2)  # ... under vmap, where every response waits for the slowest
 EVALUATE_ONLY = (0, 0)  # derivatives and status at the start, no steps
 
@@ -170,11 +170,12 @@ class _Derivatives(NamedTuple):
     grad: jax.Array
     hess: jax.Array
     chol: jax.Array  # Cholesky factor of the Hessian on the free coordinates (NaN if not PD)
-    step: jax.Array  # Newton step H^{-1} g on the free coordinates
+    step: jax.Array  # Newton step H^{-1} g on the free coordinates (the convergence check)
+    direction: jax.Array  # -(H + mu I)^{-1} g: mu the least shift that makes H + mu I PD
 
 
 class _Round(NamedTuple):
-    k: jax.Array  # rounds done: 0 evaluates the start, 1 the BFGS result, then candidates
+    k: jax.Array  # rounds done: 0 evaluates the start
     point: jax.Array  # where this round evaluates the derivatives ...
     point_boundary: jax.Array  # ... with these entries held at 0
     snapping: jax.Array  # the point is the best point with one more entry at 0
@@ -182,68 +183,104 @@ class _Round(NamedTuple):
     d: _Derivatives  # ... the derivatives there ...
     on_boundary: jax.Array  # ... and its entries held at 0
     tried: jax.Array  # entries already tried at 0
-    newton: jax.Array  # Newton steps taken
+    alpha: jax.Array  # length of the next Newton step along d.direction
+    newton: jax.Array  # Newton steps tried
     iterations: jax.Array
     done: jax.Array
 
 
+SHIFTS = (0.0, 1e-8, 1e-5, 1e-3, 1e-1, 1.0, 10.0)  # Levenberg shifts, relative to |H|
+SNAP_READY = 1e-3  # entries are tried at 0 once the Newton step is below this
+
+
 def minimize(
-    criterion: Criterion, theta0, diagonal, active, iterations=ITERATIONS, gtol=1e-6
+    criterion: Criterion,
+    theta0,
+    diagonal,
+    active,
+    iterations=ITERATIONS,
+    gtol=1e-6,
+    quasi_newton: bool = True,
 ) -> OptResult:
     """Minimise ``criterion`` from ``theta0``. ``diagonal`` (bool per entry) marks entries
     bounded at 0; ``active`` the entries that the criterion depends on (the others are padding,
     held where they are).
 
     Each round evaluates the exact derivatives at one point, so the program holds one copy of
-    the Hessian and one of the gradient (in BFGS). Round 0 evaluates ``theta0`` and runs BFGS
-    from there; the next rounds try each small diagonal entry at exactly 0 (kept there if the
-    criterion rises by at most a hair), then take exact Newton steps on the free coordinates
-    while the step exceeds POLISH_TOL, keeping a step unless it raises the criterion beyond
-    rounding.
-    The derivatives at the last point kept give the status. ``iterations`` (BFGS iterations,
-    Newton steps; may be traced) caps the loops: :data:`BATCHED_ITERATIONS` under ``vmap``,
-    where the exact check at the end tells which responses did not converge,
-    :data:`EVALUATE_ONLY` for the status of a given point.
+    the Hessian (and, with ``quasi_newton``, one of the gradient in BFGS). Round 0 evaluates
+    ``theta0``; with ``quasi_newton`` it runs BFGS from there (cheap iterations for criteria
+    whose Hessian is expensive). The next rounds take exact Newton steps on the free
+    coordinates (Levenberg-shifted where the Hessian is not positive definite, halved when
+    they would raise the criterion beyond rounding) while the step exceeds POLISH_TOL; once the
+    step is small they try each small diagonal entry at exactly 0, kept there if the criterion
+    rises by at most a hair. The derivatives at the last point kept give the status.
+    ``iterations`` (BFGS iterations, Newton steps; may be traced) caps the loops:
+    :data:`BATCHED_ITERATIONS` under ``vmap``, where the exact check at the end tells which
+    responses did not converge, :data:`EVALUATE_ONLY` for the status of a given point.
     """
     max_iter, newton_steps = iterations
     n = theta0.shape[0]
     eye = jnp.eye(n, dtype=theta0.dtype)
     diagonal = diagonal & active
+    shifts = jnp.asarray(SHIFTS, theta0.dtype)
 
     def derivatives(theta, free):
         value, grad, hess = criterion.value_grad_hess(theta)
-        chol = cholesky(jnp.where(free[:, None] & free[None, :], hess, eye))
-        step = cho_solve(chol, jnp.where(free, grad, 0.0))
-        return _Derivatives(value, grad, hess, chol, step)
+        h = jnp.where(free[:, None] & free[None, :], hess, eye)
+        g = jnp.where(free, grad, 0.0)
+        chol = cholesky(h)
+        size = jnp.max(jnp.abs(h))
+
+        def shifted(k):
+            return cholesky(h + shifts[k] * size * eye)
+
+        k = jax.lax.while_loop(
+            lambda k: (k < len(SHIFTS) - 1) & ~jnp.all(jnp.isfinite(shifted(k))),
+            lambda k: k + 1,
+            0,
+        )
+        direction = -cho_solve(shifted(k), g)
+        return _Derivatives(value, grad, hess, chol, cho_solve(chol, g), direction)
 
     def body(r: _Round):
         new = derivatives(r.point, active & ~r.point_boundary)
         noise = rounding(theta0.dtype) * (1 + jnp.abs(r.d.value))  # a Newton step this near
         slack = jnp.where(r.snapping, _allowed_rise(r.d.value), noise)  # lowers fun below it
-        accept = (r.k <= 1) | (jnp.isfinite(new.value) & (new.value <= r.d.value + slack))
+        trusted = (r.k == 0) | ((r.k == 1) & quasi_newton)  # the start and the BFGS result
+        accept = trusted | (jnp.isfinite(new.value) & (new.value <= r.d.value + slack))
         pick = partial(jnp.where, accept)
         theta, d = pick(r.point, r.theta), jax.tree.map(pick, new, r.d)
         on_boundary = pick(r.point_boundary, r.on_boundary)
+        alpha = jnp.where(accept | r.snapping, 1.0, r.alpha / 2)
 
-        hess = jnp.where(active[:, None] & active[None, :], d.hess, eye)
-        found, iterations = bfgs(
-            criterion.value_and_grad,
-            theta,
-            jnp.where(r.k == 0, max_iter, 0),
-            gtol,
-            start=(d.value, d.grad, hess),
-        )
+        iterations = jnp.zeros((), jnp.int32)
+        found = theta
+        if quasi_newton:
+            hess = jnp.where(active[:, None] & active[None, :], d.hess, eye)
+            found, iterations = bfgs(
+                criterion.value_and_grad,
+                theta,
+                jnp.where(r.k == 0, max_iter, 0),
+                gtol,
+                start=(d.value, d.grad, hess),
+            )
+        bfgs_next = (r.k == 0) & quasi_newton
+        stationary = jnp.all(jnp.isfinite(d.step)) & (jnp.max(jnp.abs(d.step)) <= POLISH_TOL)
+        ready = jnp.all(jnp.isfinite(d.step)) & (jnp.max(jnp.abs(d.step)) <= SNAP_READY)
         small = diagonal & ~r.tried & ~on_boundary & (jnp.abs(theta) < BOUNDARY_SNAP)
-        snap = (r.k >= 1) & (r.newton == 0) & jnp.any(small)
+        snap = ~bfgs_next & ready & jnp.any(small)
         j = jnp.argmax(small)
         newton = (
-            ~snap
-            & (r.k >= 1)
+            ~bfgs_next
+            & ~snap
+            & ~stationary
             & (r.newton < newton_steps)
-            & jnp.all(jnp.isfinite(d.step))
-            & (jnp.max(jnp.abs(d.step)) > POLISH_TOL)
+            & jnp.all(jnp.isfinite(d.direction))
+            & (alpha > 1e-10)
         )
-        point = jnp.where(r.k == 0, found, jnp.where(snap, theta.at[j].set(0.0), theta - d.step))
+        point = jnp.where(
+            bfgs_next, found, jnp.where(snap, theta.at[j].set(0.0), theta + alpha * d.direction)
+        )
         return _Round(
             r.k + 1,
             point,
@@ -253,16 +290,17 @@ def minimize(
             d,
             on_boundary,
             jnp.where(snap, r.tried.at[j].set(True), r.tried),
+            alpha,
             r.newton + newton,
             r.iterations + iterations,
-            (r.k >= 1) & ~snap & ~newton,
+            ~bfgs_next & ~snap & ~newton,
         )
 
     nan = jnp.full(n, jnp.nan, theta0.dtype)
-    nothing = _Derivatives(jnp.array(jnp.inf, theta0.dtype), nan, eye * jnp.nan, eye, nan)
+    nothing = _Derivatives(jnp.array(jnp.inf, theta0.dtype), nan, eye * jnp.nan, eye, nan, nan)
     no, zero = jnp.zeros(n, dtype=bool), jnp.zeros((), jnp.int32)
-    false = jnp.array(False)
-    start = _Round(zero, theta0, no, false, theta0, nothing, no, no, zero, zero, false)
+    false, one = jnp.array(False), jnp.ones((), theta0.dtype)
+    start = _Round(zero, theta0, no, false, theta0, nothing, no, no, one, zero, zero, false)
     r = jax.lax.while_loop(lambda r: ~r.done, body, start)
     d = r.d
     small_step = jnp.max(jnp.abs(d.step)) <= SCALED_GRADIENT_TOL
