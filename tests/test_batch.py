@@ -194,3 +194,21 @@ def test_responses_frame_names(sleepstudy, responses):
     frame = pd.DataFrame(responses[:2], index=["geneA", "geneB"])
     bf = jaxlmm.lmer_batch(FORMULA, sleepstudy, frame, progress=False)
     assert list(bf.fixef.index) == ["geneA", "geneB"]
+
+
+def test_response_frames_are_checked_like_arrays(sleepstudy, responses):
+    frame = pd.DataFrame(responses[:3], index=["a", "b", "c"])
+    bf = jaxlmm.lmer_batch(FORMULA, sleepstudy, frame, progress=False)
+    assert list(bf.fixef.index) == ["a", "b", "c"]
+    with pytest.raises(jaxlmm.DataError, match=r"shape \(B, 180\).*\(3, 179\)"):
+        jaxlmm.lmer_batch(FORMULA, sleepstudy, frame.iloc[:, :179], progress=False)
+    with pytest.raises(jaxlmm.DataError, match="transpose it"):
+        jaxlmm.lmer_batch(FORMULA, sleepstudy, frame.T, progress=False)
+
+
+def test_duplicated_index_works_as_in_lmer(sleepstudy, responses):
+    data = sleepstudy.set_axis(np.arange(len(sleepstudy)) // 2)  # every label twice
+    bf = jaxlmm.lmer_batch(FORMULA, data, responses[:2], progress=False)
+    single = jaxlmm.lmer(FORMULA, data.assign(y=responses[1]))
+    assert bf.objective[1] == pytest.approx(single.objective, rel=1e-10)
+    assert list(bf[1].fitted.index) == list(single.fitted.index)
