@@ -3,8 +3,10 @@
 The right-hand side (X, Z, weights) is shared; each response brings its own values and its own
 missing rows (zero weights). Cross-products, optimiser and estimates run per response inside one
 compiled, vmapped program (:func:`estimate.fit_blocks`, the engine of every fit), chunk by
-chunk, with the batch axis sharded over the local devices. Responses that cannot be fitted get
-a :class:`Status` and never disturb the others. Results objects live in :mod:`batch_fit`.
+chunk, with the batch axis sharded over the local devices. In a multi-process JAX run
+(``jax.distributed``) each process fits its share of the responses and the results are gathered,
+so that every process holds them all. Responses that cannot be fitted get a :class:`Status` and
+never disturb the others. Results objects live in :mod:`batch_fit`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
@@ -142,7 +145,8 @@ def fit_responses(
     """Fit the model of ``design`` to each row of ``y`` (B, nobs) (NaN: missing), starting
     from ``theta0`` (default lme4's identity start); ``iterations`` caps the vmapped optimiser
     (responses it leaves unconverged are refitted one by one). Returns the results and the
-    status of every response."""
+    status of every response. With several JAX processes, every process must make the same
+    call: each fits its share of the responses and all return the whole batch."""
     observed, status = screen(design, y)
     core = from_design(design, reml, shared=False)
     n_devices = min(devices or jax.local_device_count(), jax.local_device_count())
@@ -157,9 +161,10 @@ def fit_responses(
         shared = jax.device_put((core.rows, core.x, core.weights), replicated)
 
     good = np.flatnonzero(status == Status.CONVERGED)
+    mine = _share(good)
     results = []
-    for start in tqdm(range(0, len(good), size), disable=not progress, unit="chunk"):
-        index = good[start : start + size]
+    for start in tqdm(range(0, len(mine), size), disable=not progress, unit="chunk"):
+        index = mine[start : start + size]
         padded = np.concatenate([index, np.full(size - len(index), index[0])])
         with programs.float64():
             chunk = jax.device_put(
@@ -189,10 +194,35 @@ def fit_responses(
     if results:
         fitted = jax.tree.map(lambda *a: np.concatenate(a), *results)
         fitted = _retry_unconverged(
-            fitted, core, response[good], observed[good], scale[good], theta0, reml
+            fitted, core, response[mine], observed[mine], scale[mine], theta0, reml
         )
-        opt, solution = jax.tree.map(partial(_scatter, index=good), (opt, solution), fitted)
+        opt, solution = jax.tree.map(partial(_scatter, index=mine), (opt, solution), fitted)
+    if jax.process_count() > 1:
+        gathered = _gather(jax.tree.map(lambda a: a[mine], (opt, solution)), len(good))
+        opt, solution = jax.tree.map(partial(_scatter, index=good), (opt, solution), gathered)
     return BatchResult(core, y, observed, scale, opt, solution), np.asarray(opt.status)
+
+
+def _share(index: np.ndarray) -> np.ndarray:
+    """This process's part of ``index`` (all of it in a one-process run); the parts of the
+    processes, in process order, make up ``index``."""
+    return np.array_split(index, jax.process_count())[jax.process_index()]
+
+
+def _gather(part, total: int):
+    """Every process's ``part`` (NumPy arrays over its :func:`_share` of ``total`` responses)
+    joined in process order, in every process. Shares differ in length by one at most: they
+    travel padded to the longest."""
+    lengths = [len(s) for s in np.array_split(np.arange(total), jax.process_count())]
+
+    def pad(a):
+        return np.pad(a, [(0, max(lengths) - len(a))] + [(0, 0)] * (a.ndim - 1))
+
+    with programs.float64():
+        stacked = multihost_utils.process_allgather(jax.tree.map(pad, part))
+    return jax.tree.map(
+        lambda a: np.concatenate([a[i, :n] for i, n in enumerate(lengths)]), stacked
+    )
 
 
 def _head(a, k: int) -> np.ndarray:
@@ -226,7 +256,9 @@ def _retry_unconverged(fitted, core: Model, y, observed, scale, theta0, reml: bo
 
 
 def satterthwaite_parts(result: BatchResult, fitted: np.ndarray, chunk_size: int):
-    """(Hessian in varpar, Jacobian of vcov(beta)) of the responses ``fitted``, real sizes."""
+    """(Hessian in varpar, Jacobian of vcov(beta)) of the responses ``fitted``, real sizes.
+    Computed in this process alone, also in a multi-process run (it costs little next to the
+    fits), so that one process can make the tables."""
     core = result.model
     est = result.estimates
     n_theta = core.rows.layout.active.shape[0]

@@ -71,7 +71,8 @@ def lmer_batch(
     value) or a list of numeric columns of ``data``; the formula's left-hand side is ignored.
     A response is fitted on its own complete rows, as ``lmer`` would fit it. Batches are
     processed in chunks of ``chunk_size`` (compiled once), each sharded over ``devices`` local
-    devices (default all).
+    devices (default all). After ``jax.distributed.initialize()``, every process makes the same
+    call: each fits its share of the responses and every process gets the whole batch.
     """
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise JaxlmmError(f"chunk_size must be a positive integer, got {chunk_size!r}")

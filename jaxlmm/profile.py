@@ -31,7 +31,7 @@ from .optimize import autodiff
 MAX_STEPS = 30  # Newton steps on zeta per bound
 NEWTON_STEPS = 12  # exact Newton steps for the other parameters at each pinned value
 HALVINGS = 8  # step halvings tried when a Newton step does not lower the deviance
-SHIFTS = jnp.array([0.0, 1e-8, 1e-5, 1e-3, 1e-1, 1.0])  # Levenberg shifts, relative to |H|
+SHIFTS = (0.0, 1e-8, 1e-5, 1e-3, 1e-1, 1.0)  # Levenberg shifts, relative to |H|
 ZETA_TOL = 1e-4  # |zeta - target| at which a bound counts as found
 CORRELATION_EDGE = 1e-6  # correlations are profiled within [-1 + this, 1 - this]
 
@@ -72,9 +72,10 @@ def _pinned_optimum(phi, j, x, free, correlations, blocks: Blocks):
         definite."""
         hess = jnp.where(both, hess, eye)
         size = jnp.max(jnp.abs(hess))
+        shifts = jnp.asarray(SHIFTS, hess.dtype)
 
         def factor(k):
-            return jnp.linalg.cholesky(hess + SHIFTS[k] * size * eye)
+            return jnp.linalg.cholesky(hess + shifts[k] * size * eye)
 
         k = jax.lax.while_loop(
             lambda k: (k < len(SHIFTS) - 1) & ~jnp.all(jnp.isfinite(factor(k))), lambda k: k + 1, 0

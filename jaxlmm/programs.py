@@ -129,16 +129,19 @@ def _cache_path(key) -> Path | None:
 @cache
 def _environment() -> tuple:
     """What an executable depends on beyond its program: jaxlmm's source, JAX, the device and
-    (on CPU) the instruction set it was compiled for."""
+    (on CPU) the instruction set it was compiled for. The device's id counts too: an executable
+    runs on the device it was compiled for, and the processes of a multi-process run (which may
+    share the cache) each have their own."""
     source = hashlib.sha256()
     for file in sorted(Path(__file__).parent.glob("*.py")):
         source.update(file.read_bytes())
-    device = jax.devices()[0]
+    device = jax.local_devices()[0]
     return (
         source.hexdigest(),
         jax.__version__,
         device.platform,
         device.device_kind,
+        device.id,
         platform.machine(),
         _cpu_flags(),
     )
