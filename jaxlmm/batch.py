@@ -98,10 +98,25 @@ def screen(design: Design, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return observed & np.isfinite(y), status
 
 
-def chunk_size_for(n_responses: int, chunk_size: int, n_devices: int) -> int:
-    """Responses per compiled call: a power of two (at least 16) up to ``chunk_size``, so that
-    batches of different sizes share compiled code; a multiple of the device count."""
+CHUNK_MEMORY = 2**31  # bytes that one chunk's per-response work may take
+DENSE_COPIES = 48  # (mz, mz) arrays that one response's exact derivatives hold at once
+
+
+def work_bytes(rows: RowStructure) -> int:
+    """Bytes that one response's fit holds while it runs: copies of the dense block (the exact
+    Hessian's), its own pair products and values per observation."""
+    pairs = rows.pair_first.shape[0] * rows.z1.shape[1] ** 2
+    return 8 * (DENSE_COPIES * rows.mz**2 + 3 * pairs + 16 * rows.codes1.shape[0])
+
+
+def chunk_size_for(n_responses: int, chunk_size: int, n_devices: int, rows: RowStructure) -> int:
+    """Responses per compiled call: a power of two (at least 16 when memory allows) up to
+    ``chunk_size`` and within :data:`CHUNK_MEMORY`, so that batches of different sizes share
+    compiled code and large crossed designs do not hold responses x pairs at once; a multiple
+    of the device count."""
+    fits = max(1, CHUNK_MEMORY // work_bytes(rows))
     size = min(chunk_size, max(16, 1 << max(n_responses - 1, 0).bit_length()))
+    size = min(size, 1 << (fits.bit_length() - 1))
     return -(-size // n_devices) * n_devices
 
 
@@ -151,7 +166,7 @@ def fit_responses(
     core = from_design(design, reml, shared=False)
     n_devices = min(devices or jax.local_device_count(), jax.local_device_count())
     rows_sharding, replicated = _sharding(n_devices)
-    size = chunk_size_for(len(y), chunk_size, n_devices)
+    size = chunk_size_for(len(y), chunk_size, n_devices, core.rows)
     n_theta = core.rows.layout.active.shape[0]
     theta0 = parameters.initial_theta(core.info.sizes) if theta0 is None else theta0
     theta0 = parameters.pad_theta(theta0, n_theta)
@@ -263,7 +278,7 @@ def satterthwaite_parts(result: BatchResult, fitted: np.ndarray, chunk_size: int
     est = result.estimates
     n_theta = core.rows.layout.active.shape[0]
     varpar = np.column_stack([parameters.pad_theta(est.theta, n_theta), est.sigma])[fitted]
-    size = chunk_size_for(len(fitted), chunk_size, 1)
+    size = chunk_size_for(len(fitted), chunk_size, 1, core.rows)
     real = np.append(np.arange(core.n_theta), n_theta)
     p = core.info.n_fixed
     hessians, jacobians = [], []

@@ -3,8 +3,10 @@
 The first random term (the one with most levels) is kept block-diagonal: one ``s1 x s1`` block
 per level. All later terms, X and y form the dense "rest" of size ``mz + p + 1``. The coupling
 between term 1 and the rest Z columns is sparse: it is stored as entries (level, rest row,
-values) and, for the Schur complement, as products of entry pairs that share a level.
-Nothing stored here grows with the number of observations.
+values). For the Schur complement, the levels with few entries store the products of their
+entry pairs; the levels with many entries store their coupling as dense rows (one product of
+matrices is cheaper than their many pairs). Nothing stored here grows with the number of
+observations, and everything is computed in O(n) time and memory (plus the pairs).
 
 Every dimension is padded to a size class (:class:`SizeClass`): padded levels, columns and
 entries are zero, padded fixed-effect columns get a unit diagonal, so the criterion is exactly
@@ -52,7 +54,8 @@ class SizeClass:
     mz: int  # rows of the dense rest (later terms)
     shifts: int  # columns of the widest later term (Lambda_z has that many diagonals)
     ne: int  # coupling entries
-    npairs: int  # pairs of coupling entries
+    npairs: int  # pairs of coupling entries of the light levels
+    nheavy: int  # heavy levels (coupling stored as dense rows)
     p: int  # fixed-effect columns
     n_theta: int
 
@@ -66,11 +69,13 @@ def blocked(design: Design, shared: bool) -> bool:
     return not shared or sum(t.n_levels * t.n_columns for t in design.terms) > DENSE_MAX
 
 
-def size_class(design: Design, ne: int, npairs: int, shared: bool = True) -> SizeClass:
-    """The size class of ``design`` with ``ne`` coupling entries and ``npairs`` pairs.
+def size_class(design: Design, ne: int, npairs: int, nheavy: int, shared: bool = True) -> SizeClass:
+    """The size class of ``design`` with ``ne`` coupling entries, ``npairs`` pairs and
+    ``nheavy`` heavy levels.
     ``shared`` pads generously (small models of all usual shapes fall in one class: single
     fits, where compiling costs more than computing); otherwise only a little (batches, where
-    every response pays for the padding)."""
+    every response pays for the padding). A large dense block is padded only a little either
+    way: there computing costs more than compiling, and each padded parameter adds work."""
     terms = design.terms
     first, rest = (terms[:1], terms[1:]) if blocked(design, shared) else ((), terms)
     ng1 = first[0].n_levels if first else 0
@@ -79,14 +84,15 @@ def size_class(design: Design, ne: int, npairs: int, shared: bool = True) -> Siz
     shifts = max((t.n_columns for t in rest), default=0)
     n_theta = sum(parameters.n_theta(t.n_columns) for t in terms)
     p = design.x.shape[1]
-    if shared:
+    if shared and mz <= DENSE_MAX:
         return SizeClass(
             ng1=_power_of_two(ng1, 32) if first else 0,
             s1=max(s1, 2) if first else 1,
-            mz=_power_of_two(mz, 64) if mz <= DENSE_MAX else -(-mz // 64) * 64,
+            mz=_power_of_two(mz, 64),
             shifts=max(shifts, 2),
             ne=_geometric(ne + 1, 256 if first else 1),
             npairs=_geometric(npairs, 1024 if first else 0),
+            nheavy=_geometric(nheavy, 0),
             p=_power_of_two(p, 4),
             n_theta=_power_of_two(n_theta, 4),
         )
@@ -97,6 +103,7 @@ def size_class(design: Design, ne: int, npairs: int, shared: bool = True) -> Siz
         shifts=shifts,
         ne=_geometric(ne + 1, 1),
         npairs=_geometric(npairs, 0),
+        nheavy=_geometric(nheavy, 0),
         p=p,
         n_theta=n_theta,
     )
@@ -115,9 +122,11 @@ class Blocks:
     entry_level: np.ndarray  # (ne,) int: term-1 level of each coupling entry
     entry_row: np.ndarray  # (ne,) int: rest-Z row of each coupling entry
     entry_values: np.ndarray  # (ne, s1)
-    pair_level: np.ndarray  # (npair,) int: the level shared by a pair of entries
-    pair_target: np.ndarray  # (npair,) int: flat index row1 * mz + row2, row1 >= row2, sorted
+    pair_first: np.ndarray  # (npair,) int: the entry with the larger rest row of each pair ...
+    pair_second: np.ndarray  # (npair,) int: ... and the other (pairs of light levels only)
     pair_products: np.ndarray  # (npair, s1, s1): outer products of the two entries' values
+    heavy_level: np.ndarray  # (nheavy,) int: the heavy levels
+    heavy_rows: np.ndarray  # (nheavy, s1, mz): their coupling with the later terms, dense
     nobs: np.ndarray  # () float: number of observations (rows with positive weight)
     sum_log_weights: np.ndarray  # () float
     n_fixed: np.ndarray  # () float: fixed-effect columns before padding (REML's p)
@@ -158,8 +167,8 @@ class RowStructure:
     entry_row: np.ndarray  # (ne,) int
     pair_first: np.ndarray  # (npair,) int: entry indices of each pair
     pair_second: np.ndarray  # (npair,) int
-    pair_level: np.ndarray  # (npair,) int
-    pair_target: np.ndarray  # (npair,) int
+    entry_heavy: np.ndarray  # (ne,) int: heavy level of each entry (nheavy: a light level)
+    heavy_level: np.ndarray  # (nheavy,) int
     first_index: np.ndarray  # (s1, s1) int
     rest_index: np.ndarray  # (shifts, mz) int
     layout: ThetaLayout
@@ -190,22 +199,42 @@ def _coupling(design: Design, first: bool):
     return slot_rows, slot_values, inverse.reshape(keys.shape), entry_level, entry_row
 
 
-def _pairs(level: np.ndarray, row: np.ndarray, mz: int):
-    """All entry pairs that share a term-1 level (lower triangle of rows), sorted by target.
+PAIR_BUDGET = 2**25  # most entry pairs stored (16 bytes each, with their indices)
+PAIR_COST_RATIO = 0.09  # a level is cheaper as a dense row from about this many entries per mz
+
+
+def _heavy_levels(counts: np.ndarray, mz: int, s1: int) -> np.ndarray:
+    """Levels whose coupling is kept as dense rows: those with more entries than a level's
+    pairs cost against one dense row in the fill-in's product of matrices (about
+    ``PAIR_COST_RATIO * mz`` entries, measured), and more where the pairs of the rest would
+    pass ``PAIR_BUDGET``."""
+    limit = max(int(PAIR_COST_RATIO * mz / np.sqrt(s1)), 1)
+    pairs = counts * (counts + 1) // 2
+    ordered = np.sort(counts)
+    within = np.cumsum(np.sort(pairs)) <= PAIR_BUDGET
+    if not within.all():
+        limit = min(limit, int(ordered[np.argmin(within) - 1]) if within[0] else 0)
+    return np.flatnonzero(counts > limit)
+
+
+def _pairs(level: np.ndarray, row: np.ndarray, light: np.ndarray):
+    """All pairs of ``light`` entries that share a term-1 level, with the second entry's row at
+    most the first's: (first, second), ordered by the first entry's row (that keeps the
+    fill-in's scatter-add local in memory).
 
     Entries come sorted by (level, row), so each entry pairs with the entries of its level
     from the first up to itself.
     """
     counts = np.bincount(level, minlength=level.max(initial=-1) + 1)
     starts = np.cumsum(counts) - counts
-    entries = np.arange(len(level))
-    reps = entries - starts[level] + 1
-    first = np.repeat(entries, reps)
-    second = np.arange(len(first)) - np.repeat(np.cumsum(reps) - reps - starts[level], reps)
-    index_type = np.int32 if mz * mz < 2**31 else np.int64
-    target = (row[first].astype(index_type) * mz + row[second]).astype(index_type)
-    order = np.argsort(target, kind="stable")  # sorted segment ids make the scatter-add faster
-    return first[order], second[order], level[first[order]], target[order]
+    entries = np.flatnonzero(light)
+    entries = entries[np.argsort(row[entries], kind="stable")]
+    reps = entries - starts[level[entries]] + 1
+    total = int(reps.sum())
+    index_type = np.int32 if total + len(level) < 2**31 else np.int64
+    begin = (starts[level[entries]] - (np.cumsum(reps) - reps)).astype(index_type)
+    second = np.arange(total, dtype=index_type) + np.repeat(begin, reps)
+    return np.repeat(entries.astype(index_type), reps), second
 
 
 def _lambda_indices(design: Design, sizes: SizeClass, first: bool):
@@ -239,13 +268,19 @@ def row_structure(design: Design, shared: bool = True) -> RowStructure:
     to the design's size class (see :func:`size_class` for ``shared``)."""
     first = blocked(design, shared)
     slot_rows, slot_values, slot_entries, entry_level, entry_row = _coupling(design, first)
-    counts = np.bincount(entry_level) if len(entry_level) else np.zeros(0, dtype=np.int64)
-    sizes = size_class(design, len(entry_level), int(np.sum(counts * (counts + 1) // 2)), shared)
-    pair_first, second, pair_level, pair_target = _pairs(entry_level, entry_row, sizes.mz)
+    t1 = design.terms[0]
+    counts = np.bincount(entry_level, minlength=t1.n_levels if first else 0)
+    mz = sum(t.n_levels * t.n_columns for t in design.terms[1 if first else 0 :])
+    heavy = _heavy_levels(counts, mz, t1.n_columns)
+    is_heavy = np.zeros(len(counts), dtype=bool)
+    is_heavy[heavy] = True
+    pair_first, pair_second = _pairs(entry_level, entry_row, ~is_heavy[entry_level])
+    sizes = size_class(design, len(entry_level), len(pair_first), len(heavy), shared)
     ne, pad_pairs = len(entry_level), sizes.npairs - len(pair_first)
     last_entry = sizes.ne - 1  # a padded entry: its values stay zero
+    heavy_number = np.full(len(counts), sizes.nheavy, dtype=np.int32)
+    heavy_number[heavy] = np.arange(len(heavy))
     first_index, rest_index = _lambda_indices(design, sizes, first)
-    t1 = design.terms[0]
     n = design.nobs
     return RowStructure(
         codes1=t1.codes if first else np.zeros(n, dtype=np.int64),
@@ -255,10 +290,12 @@ def row_structure(design: Design, shared: bool = True) -> RowStructure:
         slot_entries=slot_entries,
         entry_level=np.pad(entry_level, (0, sizes.ne - ne)).astype(np.int32),
         entry_row=np.pad(entry_row, (0, sizes.ne - ne)).astype(np.int32),
-        pair_first=np.pad(pair_first, (0, pad_pairs), constant_values=last_entry).astype(np.int32),
-        pair_second=np.pad(second, (0, pad_pairs), constant_values=last_entry).astype(np.int32),
-        pair_level=np.pad(pair_level, (0, pad_pairs)).astype(np.int32),
-        pair_target=np.pad(pair_target, (0, pad_pairs), constant_values=sizes.mz**2 - 1),
+        pair_first=np.pad(pair_first, (0, pad_pairs), constant_values=last_entry),
+        pair_second=np.pad(pair_second, (0, pad_pairs), constant_values=last_entry),
+        entry_heavy=np.pad(
+            heavy_number[entry_level], (0, sizes.ne - ne), constant_values=sizes.nheavy
+        ),
+        heavy_level=np.pad(heavy, (0, sizes.nheavy - len(heavy))).astype(np.int32),
         first_index=first_index,
         rest_index=rest_index,
         layout=parameters.theta_layout(tuple(t.n_columns for t in design.terms), sizes.n_theta),
@@ -276,6 +313,18 @@ def _segment_sum(values, ids, n: int):
         sums = [np.bincount(ids, weights=flat[:, j], minlength=n)[:n] for j in range(flat.shape[1])]
         return np.stack(sums, axis=-1).reshape((n,) + values.shape[1:])
     return jax.ops.segment_sum(values, ids, num_segments=n)
+
+
+def _heavy_rows(rs: RowStructure, entry_values, mz: int):
+    """The heavy levels' coupling entries as dense rows (nheavy, s1, mz)."""
+    shape = (rs.heavy_level.shape[0], entry_values.shape[1], mz)
+    if isinstance(entry_values, np.ndarray):
+        rows = np.zeros(shape)
+        keep = rs.entry_heavy < shape[0]
+        rows[rs.entry_heavy[keep], :, rs.entry_row[keep]] = entry_values[keep]
+        return rows
+    rows = jnp.zeros(shape, entry_values.dtype)
+    return rows.at[rs.entry_heavy, :, rs.entry_row].add(entry_values, mode="drop")
 
 
 def blocks_from_rows(rs: RowStructure, y, x, weights) -> Blocks:
@@ -317,6 +366,7 @@ def blocks_from_rows(rs: RowStructure, y, x, weights) -> Blocks:
     pair_products = (
         entry_values[rs.pair_first][:, :, None] * entry_values[rs.pair_second][:, None, :]
     )
+    heavy_rows = _heavy_rows(rs, entry_values, mz)
     positive = w > 0
     return Blocks(
         a11=a11,
@@ -327,9 +377,11 @@ def blocks_from_rows(rs: RowStructure, y, x, weights) -> Blocks:
         entry_level=rs.entry_level,
         entry_row=rs.entry_row,
         entry_values=entry_values,
-        pair_level=rs.pair_level,
-        pair_target=rs.pair_target,
+        pair_first=rs.pair_first,
+        pair_second=rs.pair_second,
         pair_products=pair_products,
+        heavy_level=rs.heavy_level,
+        heavy_rows=heavy_rows,
         nobs=xp.sum(positive).astype(y.dtype),
         sum_log_weights=xp.sum(xp.where(positive, xp.log(xp.where(positive, w, 1.0)), 0.0)),
         n_fixed=xp.asarray(p, dtype=y.dtype),

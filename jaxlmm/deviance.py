@@ -29,7 +29,7 @@ from .linalg import (
 )
 from .optimize import autodiff
 
-CHAIN_RULE_HESSIAN_MIN_MZ = 256  # dense blocks from this size use the chain-rule Hessian
+CHAIN_RULE_MIN_MZ = 256  # dense blocks from this size use the chain-rule derivatives
 
 
 def take_theta(theta, index):
@@ -91,7 +91,8 @@ def eliminate_levels(t1, blocks: Blocks) -> LevelPart:
 def fill_in(w, blocks: Blocks):
     """What eliminating term 1 subtracts from the later terms' blocks (zz, zx), before Lambda.
 
-    Linear in ``w``; the sums run over the stored coupling entries and pairs of entries.
+    Linear in ``w``; the sums run over the stored coupling entries, the light levels' pairs of
+    entries and, as one product of matrices, the heavy levels' dense rows.
     """
     mz = blocks.mz
     g = jnp.einsum("iab,ibq->iaq", w, blocks.ax1)
@@ -100,11 +101,15 @@ def fill_in(w, blocks: Blocks):
         blocks.entry_row,
         num_segments=mz,
     )
-    pair_values = jnp.einsum("kab,kab->k", blocks.pair_products, w[blocks.pair_level])
-    low = jax.ops.segment_sum(
-        pair_values, blocks.pair_target, num_segments=mz * mz, indices_are_sorted=True
-    ).reshape(mz, mz)
-    return low + low.T - jnp.diag(jnp.diag(low)), fill_zx
+    first, second = blocks.pair_first, blocks.pair_second
+    pair_values = jnp.einsum("kab,kab->k", blocks.pair_products, w[blocks.entry_level[first]])
+    index_type = jnp.int32 if mz * mz < 2**31 else jnp.int64
+    target = blocks.entry_row[first].astype(index_type) * mz + blocks.entry_row[second]
+    low = jax.ops.segment_sum(pair_values, target, num_segments=mz * mz)
+    low = low.reshape(mz, mz)
+    rows = blocks.heavy_rows
+    heavy = jnp.einsum("lam,lan->mn", rows, jnp.einsum("lab,lbn->lan", w[blocks.heavy_level], rows))
+    return low + low.T - jnp.diag(jnp.diag(low)) + heavy, fill_zx
 
 
 def scale_rest(v, zz, zx):
@@ -244,9 +249,12 @@ def _logdet_levels(l1):
 
 
 def value_and_grad(theta, blocks: Blocks, reml=True):
-    """:func:`objective` and its gradient (closed form for dense systems, else autodiff)."""
+    """:func:`objective` and its gradient: closed forms for dense systems and for large dense
+    blocks after a block-diagonal term (:func:`chain_rule_derivatives`), else autodiff."""
     if is_dense(blocks):
         return dense_derivatives(theta, blocks, reml, order=1)
+    if blocks.mz >= CHAIN_RULE_MIN_MZ:
+        return chain_rule_derivatives(theta, blocks, reml, hessian=False)
     return jax.value_and_grad(objective)(theta, blocks, reml)
 
 
@@ -256,24 +264,25 @@ def value_grad_hess(theta, blocks: Blocks, reml=True):
     is small, the chain rule (:func:`chain_rule_derivatives`) when it is large."""
     if is_dense(blocks):
         return dense_derivatives(theta, blocks, reml, order=2)
-    if blocks.mz < CHAIN_RULE_HESSIAN_MIN_MZ:
+    if blocks.mz < CHAIN_RULE_MIN_MZ:
         return autodiff(partial(objective, blocks=blocks, reml=reml)).value_grad_hess(theta)
     return chain_rule_derivatives(theta, blocks, reml)
 
 
-def chain_rule_derivatives(theta, blocks: Blocks, reml=True):
-    """:func:`objective` with its exact gradient and Hessian by the chain rule through the
-    eliminated system E = (log|L_1|^2, zz, zx, xx), in the parameters phi = (tau, theta) where
-    tau holds the entries of T1 (theta reaches term 1 only through them).
+def chain_rule_derivatives(theta, blocks: Blocks, reml=True, hessian=True):
+    """:func:`objective` with its exact gradient (and, with ``hessian``, Hessian) by the chain
+    rule through the eliminated system E = (log|L_1|^2, zz, zx, xx), in the parameters
+    phi = (tau, theta) where tau holds the entries of T1 (theta reaches term 1 only through
+    them).
 
-    Autodiff through the dense block zz would form d(zz^-1) = -zz^-1 U zz^-1 (two large
-    products) per parameter and push every parameter's tangent through the fill-in sums; here
-    zz costs one Cholesky factor, one inverse and one product U_j zz^-1 per parameter, with
+    Autodiff through the dense block zz would push every parameter's tangent through its
+    Cholesky factor and through the fill-in sums. Here zz costs one Cholesky factor and one
+    inverse: the gradient is <dcriterion/dE, dE/dphi>, where dcriterion/dzz = zz^-1 + x psi x'
+    (x = zz^-1 zx, psi the criterion's gradient in the Schur complement S = xx - zx' x) is
+    pulled back through Lambda_z for theta and through the fill-in (linear in term 1's
+    per-level ``w``) for tau, once each. The Hessian adds one product U_j zz^-1 per parameter,
     U_j = d zz / d phi_j: the log-determinant's Hessian is tr(zz^-1 d2zz) - tr(zz^-1 U_j zz^-1
-    U_k). The rest of the criterion sees zz only through the Schur complement
-    S = xx - zx' zz^-1 zx, whose derivatives need zz^-1 on p+1 columns. Term 1's entries
-    reach zz through the fill-in, linear in its per-level ``w``; theta reaches the later terms
-    through Lambda_z only, so no fill-in sum is differentiated in it.
+    U_k), and S's second derivatives need zz^-1 on p+1 columns only.
     """
     mz = blocks.mz
     s1 = blocks.first_index.shape[0]
@@ -282,6 +291,7 @@ def chain_rule_derivatives(theta, blocks: Blocks, reml=True):
     to_tau = (position[:, None] == jnp.arange(theta.shape[0])[None, :]).astype(theta.dtype)
     tau = to_tau @ theta
     m1, n_theta = tau.shape[0], theta.shape[0]
+    to_phi = jnp.concatenate([to_tau, jnp.eye(n_theta)])  # d phi / d theta
 
     def levels(tau):
         t1 = jnp.zeros((s1, s1), theta.dtype).at[rows1, cols1].set(tau)
@@ -291,23 +301,11 @@ def chain_rule_derivatives(theta, blocks: Blocks, reml=True):
     def rest(theta, zz, zx):
         return scale_rest(rest_diagonals(theta, blocks), zz, zx)
 
-    # E and its first derivatives: tau through w (the fill-in is linear in it), theta through
-    # Lambda_z
-    (logdet_1, w, xx), linear_levels = jax.linearize(levels, tau)
-    d_logdet_1, dw, dxx_1 = jax.vmap(linear_levels)(jnp.eye(m1))
+    logdet_1, w, xx = levels(tau)
     fill_zz, fill_zx = fill_in(w, blocks)
     zz_u, zx_u = blocks.azz - fill_zz, blocks.azx - fill_zx
-    d_fill_zz, d_fill_zx = jax.vmap(lambda d: fill_in(d, blocks))(dw)
-    dzz_1, dzx_1 = jax.vmap(lambda a, b: rest(theta, -a, -b))(d_fill_zz, d_fill_zx)
-    (zz, zx), linear_rest = jax.linearize(lambda th: rest(th, zz_u, zx_u), theta)
-    dzz_r, dzx_r = jax.vmap(linear_rest)(jnp.eye(n_theta))
+    zz, zx = rest(theta, zz_u, zx_u)
     zz = zz + jnp.eye(mz)
-    d_logdet_l = jnp.concatenate([d_logdet_1, jnp.zeros(n_theta)])
-    dzz = jnp.concatenate([dzz_1, dzz_r])
-    dzx = jnp.concatenate([dzx_1, dzx_r])
-    dxx = jnp.concatenate([dxx_1, jnp.zeros((n_theta,) + xx.shape)])
-
-    # the criterion and its first and second derivatives in E, along the tangents
     inv, logdet_z = spd_inverse_and_logdet(zz)
     x = inv @ zx
     schur = xx - zx.T @ x
@@ -317,18 +315,7 @@ def chain_rule_derivatives(theta, blocks: Blocks, reml=True):
 
     value, psi = jax.value_and_grad(outer)(schur)
     psi = (psi + psi.T) / 2  # S and its derivatives are symmetric
-    ds = dxx - jnp.swapaxes(dzx, 1, 2) @ x - x.T @ dzx + x.T @ dzz @ x
-    grad = d_logdet_l + jnp.sum(inv * dzz, axis=(1, 2)) + jnp.sum(psi * ds, axis=(1, 2))
-    u_inv = (dzz.reshape(-1, mz) @ inv).reshape(dzz.shape)  # U_j zz^-1, one product
-    hess_logdet = -jnp.sum(u_inv[:, None] * jnp.swapaxes(u_inv, 1, 2)[None], axis=(2, 3))
-    resid = dzx - dzz @ x  # d2S[j, k] = -(R_j' zz^-1 R_k + R_k' zz^-1 R_j)
-    inv_resid = jnp.einsum("ab,kbr->kar", inv, resid)
-    hess_schur = -2 * jnp.einsum("qr,jaq,kar->jk", psi, resid, inv_resid)
-    second = jax.vmap(lambda d: jax.jvp(jax.grad(outer), (schur,), (d,))[1])(ds)
-    hess_outer = jnp.einsum("jqr,kqr->jk", second, ds)
-
-    # <gradient of the criterion in E, second derivatives of E>, block by block of phi
-    g_zz, g_zx = inv + x @ psi @ x.T, -2 * x @ psi
+    g_zz, g_zx = inv + x @ psi @ x.T, -2 * x @ psi  # the criterion's gradient in zz and zx
 
     def weighted_rest(theta, zz, zx):
         zz, zx = rest(theta, zz, zx)
@@ -340,11 +327,38 @@ def chain_rule_derivatives(theta, blocks: Blocks, reml=True):
         logdet, w, xx = levels(tau)
         return logdet - jnp.sum(g_w * w) + jnp.sum(psi * xx)
 
+    grad = jnp.concatenate(
+        [jax.grad(weighted_levels)(tau), jax.grad(weighted_rest)(theta, zz_u, zx_u)]
+    )
+    if not hessian:
+        return value, to_phi.T @ grad
+
+    # first derivatives of E along each parameter: tau through w, theta through Lambda_z
+    _, linear_levels = jax.linearize(levels, tau)
+    d_logdet_1, dw, dxx_1 = jax.vmap(linear_levels)(jnp.eye(m1))
+    d_fill_zz, d_fill_zx = jax.vmap(lambda d: fill_in(d, blocks))(dw)
+    dzz_1, dzx_1 = jax.vmap(lambda a, b: rest(theta, -a, -b))(d_fill_zz, d_fill_zx)
+    _, linear_rest = jax.linearize(lambda th: rest(th, zz_u, zx_u), theta)
+    dzz_r, dzx_r = jax.vmap(linear_rest)(jnp.eye(n_theta))
+    dzz = jnp.concatenate([dzz_1, dzz_r])
+    dzx = jnp.concatenate([dzx_1, dzx_r])
+    dxx = jnp.concatenate([dxx_1, jnp.zeros((n_theta,) + xx.shape)])
+
+    # second derivatives of the criterion in E, along the tangents
+    ds = dxx - jnp.swapaxes(dzx, 1, 2) @ x - x.T @ dzx + x.T @ dzz @ x
+    u_inv = (dzz.reshape(-1, mz) @ inv).reshape(dzz.shape)  # U_j zz^-1, one product
+    hess_logdet = -jnp.einsum("jab,kba->jk", u_inv, u_inv)
+    resid = dzx - dzz @ x  # d2S[j, k] = -(R_j' zz^-1 R_k + R_k' zz^-1 R_j)
+    inv_resid = jnp.einsum("ab,kbr->kar", inv, resid)
+    hess_schur = -2 * jnp.einsum("qr,jaq,kar->jk", psi, resid, inv_resid)
+    second = jax.vmap(lambda d: jax.jvp(jax.grad(outer), (schur,), (d,))[1])(ds)
+    hess_outer = jnp.einsum("jqr,kqr->jk", second, ds)
+
+    # <gradient of the criterion in E, second derivatives of E>, block by block of phi
     hess_11 = jax.hessian(weighted_levels)(tau)
     hess_rr = jax.hessian(weighted_rest)(theta, zz_u, zx_u)
     hess_1r = jax.vmap(lambda a, b: jax.grad(weighted_rest)(theta, -a, -b))(d_fill_zz, d_fill_zx)
     hess_e = jnp.block([[hess_11, hess_1r], [hess_1r.T, hess_rr]])
     hess = hess_logdet + hess_schur + hess_outer + hess_e
-    to_phi = jnp.concatenate([to_tau, jnp.eye(n_theta)])  # d phi / d theta
     hess = to_phi.T @ ((hess + hess.T) / 2) @ to_phi
     return value, to_phi.T @ grad, hess

@@ -160,7 +160,7 @@ def test_bad_arguments(sleepstudy):
 SHARDED = textwrap.dedent(
     """
     import numpy as np, jax, jaxlmm
-    from jaxlmm import programs
+    from jaxlmm import batch
     assert jax.local_device_count() == 4
     data = jaxlmm.datasets.load("sleepstudy")
     rng = np.random.default_rng(0)
