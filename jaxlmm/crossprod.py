@@ -199,7 +199,7 @@ def _coupling(design: Design, first: bool):
     return slot_rows, slot_values, inverse.reshape(keys.shape), entry_level, entry_row
 
 
-PAIR_BUDGET = 2**25  # most entry pairs stored (16 bytes each, with their indices)
+PAIR_BUDGET = 2**24  # most entry pairs stored (16 bytes each, with their indices)
 PAIR_COST_RATIO = 0.09  # a level is cheaper as a dense row from about this many entries per mz
 
 

@@ -356,8 +356,11 @@ def chain_rule_derivatives(theta, blocks: Blocks, reml=True, hessian=True):
 
     # <gradient of the criterion in E, second derivatives of E>, block by block of phi
     hess_11 = jax.hessian(weighted_levels)(tau)
-    hess_rr = jax.hessian(weighted_rest)(theta, zz_u, zx_u)
-    hess_1r = jax.vmap(lambda a, b: jax.grad(weighted_rest)(theta, -a, -b))(d_fill_zz, d_fill_zx)
+    grad_rest = jax.grad(weighted_rest)  # one tangent at a time: each holds (mz, mz) arrays
+    hess_rr = jax.lax.map(
+        lambda e: jax.jvp(lambda t: grad_rest(t, zz_u, zx_u), (theta,), (e,))[1], jnp.eye(n_theta)
+    )
+    hess_1r = jax.lax.map(lambda ab: grad_rest(theta, -ab[0], -ab[1]), (d_fill_zz, d_fill_zx))
     hess_e = jnp.block([[hess_11, hess_1r], [hess_1r.T, hess_rr]])
     hess = hess_logdet + hess_schur + hess_outer + hess_e
     hess = to_phi.T @ ((hess + hess.T) / 2) @ to_phi
