@@ -272,8 +272,8 @@ def value_grad_hess(theta, blocks: Blocks, reml=True):
 def chain_rule_derivatives(theta, blocks: Blocks, reml=True, hessian=True):
     """:func:`objective` with its exact gradient (and, with ``hessian``, Hessian) by the chain
     rule through the eliminated system E = (log|L_1|^2, zz, zx, xx), in the parameters
-    phi = (tau, theta) where tau holds the entries of T1 (theta reaches term 1 only through
-    them).
+    phi = (tau, theta of the later terms) where tau holds the entries of T1 (theta reaches
+    term 1 only through them, the later terms only through Lambda_z).
 
     Autodiff through the dense block zz would push every parameter's tangent through its
     Cholesky factor and through the fill-in sums. Here zz costs one Cholesky factor and one
@@ -291,7 +291,8 @@ def chain_rule_derivatives(theta, blocks: Blocks, reml=True, hessian=True):
     to_tau = (position[:, None] == jnp.arange(theta.shape[0])[None, :]).astype(theta.dtype)
     tau = to_tau @ theta
     m1, n_theta = tau.shape[0], theta.shape[0]
-    to_phi = jnp.concatenate([to_tau, jnp.eye(n_theta)])  # d phi / d theta
+    later = jnp.eye(n_theta)[m1:]  # theta's entries of the later terms (term 1's come first)
+    to_phi = jnp.concatenate([to_tau, later])  # d phi / d theta
 
     def levels(tau):
         t1 = jnp.zeros((s1, s1), theta.dtype).at[rows1, cols1].set(tau)
@@ -328,7 +329,7 @@ def chain_rule_derivatives(theta, blocks: Blocks, reml=True, hessian=True):
         return logdet - jnp.sum(g_w * w) + jnp.sum(psi * xx)
 
     grad = jnp.concatenate(
-        [jax.grad(weighted_levels)(tau), jax.grad(weighted_rest)(theta, zz_u, zx_u)]
+        [jax.grad(weighted_levels)(tau), jax.grad(weighted_rest)(theta, zz_u, zx_u)[m1:]]
     )
     if not hessian:
         return value, to_phi.T @ grad
@@ -339,10 +340,10 @@ def chain_rule_derivatives(theta, blocks: Blocks, reml=True, hessian=True):
     d_fill_zz, d_fill_zx = jax.vmap(lambda d: fill_in(d, blocks))(dw)
     dzz_1, dzx_1 = jax.vmap(lambda a, b: rest(theta, -a, -b))(d_fill_zz, d_fill_zx)
     _, linear_rest = jax.linearize(lambda th: rest(th, zz_u, zx_u), theta)
-    dzz_r, dzx_r = jax.vmap(linear_rest)(jnp.eye(n_theta))
+    dzz_r, dzx_r = jax.vmap(linear_rest)(later)
     dzz = jnp.concatenate([dzz_1, dzz_r])
     dzx = jnp.concatenate([dzx_1, dzx_r])
-    dxx = jnp.concatenate([dxx_1, jnp.zeros((n_theta,) + xx.shape)])
+    dxx = jnp.concatenate([dxx_1, jnp.zeros((n_theta - m1,) + xx.shape)])
 
     # second derivatives of the criterion in E, along the tangents
     ds = dxx - jnp.swapaxes(dzx, 1, 2) @ x - x.T @ dzx + x.T @ dzz @ x
@@ -358,9 +359,9 @@ def chain_rule_derivatives(theta, blocks: Blocks, reml=True, hessian=True):
     hess_11 = jax.hessian(weighted_levels)(tau)
     grad_rest = jax.grad(weighted_rest)  # one tangent at a time: each holds (mz, mz) arrays
     hess_rr = jax.lax.map(
-        lambda e: jax.jvp(lambda t: grad_rest(t, zz_u, zx_u), (theta,), (e,))[1], jnp.eye(n_theta)
+        lambda e: jax.jvp(lambda t: grad_rest(t, zz_u, zx_u), (theta,), (e,))[1][m1:], later
     )
-    hess_1r = jax.lax.map(lambda ab: grad_rest(theta, -ab[0], -ab[1]), (d_fill_zz, d_fill_zx))
+    hess_1r = jax.lax.map(lambda ab: grad_rest(theta, -ab[0], -ab[1])[m1:], (d_fill_zz, d_fill_zx))
     hess_e = jnp.block([[hess_11, hess_1r], [hess_1r.T, hess_rr]])
     hess = hess_logdet + hess_schur + hess_outer + hess_e
     hess = to_phi.T @ ((hess + hess.T) / 2) @ to_phi
