@@ -126,7 +126,11 @@ def assemble(theta, solution: Solution, value, status, nobs, scale, model: Model
 
 def estimate(model: Model, *, y=None, X=None, weights=None, offset=None, theta0=None) -> Estimates:
     """Fit ``model`` to the given arrays (None: the model's own) as a pure, jittable,
-    vmappable and differentiable function (see the module docstring)."""
+    vmappable and differentiable function (see the module docstring). The optimiser starts
+    from ``theta0``, by default from lmer's start for the model's own data (a moment estimate
+    of each random intercept's SD: near the optimum for other responses of the same design
+    too); the estimates and their derivatives do not depend on the start."""
+    theta0 = model.info.start if theta0 is None else theta0
     return _estimate(model, y, X, weights, offset, theta0)
 
 
@@ -135,8 +139,6 @@ def _estimate(model: Model, y, X, weights, offset, theta0) -> Estimates:
     blocks, scale = model.blocks(y, X, weights, offset)
     layout = blocks.layout
     dtype = blocks.axx.dtype
-    if theta0 is None:
-        theta0 = parameters.initial_theta(model.info.sizes)
     start = jnp.pad(jnp.asarray(theta0, dtype), (0, blocks.n_theta - model.n_theta))
     fixed = jax.lax.stop_gradient(blocks)
     opt = minimize(

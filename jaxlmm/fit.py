@@ -114,7 +114,7 @@ def lmer_design(
     """Fit a checked design (the second half of :func:`lmer`), from ``theta0`` when given;
     ``iterations=EVALUATE_ONLY`` takes the fit at ``theta0`` as it is."""
     core = from_design(design, reml, shared=True)
-    start = parameters.starting_theta(design) if theta0 is None else theta0
+    start = core.info.start if theta0 is None else theta0
     blocks, scale, opt, solution = fit_model(core, start, iterations)
     fit = LinearMixedModelFit(
         design=design,

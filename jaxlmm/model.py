@@ -48,6 +48,11 @@ class ModelInfo:
         return len(self.design.fixed_names)
 
     @cached_property
+    def start(self) -> np.ndarray:
+        """lmer's starting theta for the model's own data (:func:`parameters.starting_theta`)."""
+        return parameters.starting_theta(self.design)
+
+    @cached_property
     def n_random(self) -> int:
         return sum(t.n_levels * t.n_columns for t in self.design.terms)
 
