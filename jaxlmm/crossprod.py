@@ -6,7 +6,8 @@ between term 1 and the rest Z columns is sparse: it is stored as entries (level,
 values). For the Schur complement, the levels with few entries store the products of their
 entry pairs; the levels with many entries store their coupling as dense rows (one product of
 matrices is cheaper than their many pairs). Nothing stored here grows with the number of
-observations, and everything is computed in O(n) time and memory (plus the pairs).
+observations; finding the entries takes one sort of the codes, summing them O(n) time and
+memory (vectorised segment sums, no per-observation or per-pair Python).
 
 Every dimension is padded to a size class (:class:`SizeClass`): padded levels, columns and
 entries are zero, padded fixed-effect columns get a unit diagonal, so the criterion is exactly
