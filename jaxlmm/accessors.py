@@ -43,24 +43,7 @@ def fixed_matrix(fit) -> pd.DataFrame:
 
 def random_matrix(fit) -> sparse.csc_matrix:
     """``getME(m, "Z")``: the n x q random-effects model matrix, sparse (CSC)."""
-    design = fit.design
-    n = design.nobs
-    rows, cols, vals, start = [], [], [], 0
-    for term in design.terms:
-        s = term.n_columns
-        for a in range(s):
-            rows.append(np.arange(n))
-            cols.append(start + term.codes * s + a)
-            vals.append(term.z[:, a])
-        start += term.n_levels * s
-    if not rows:
-        return sparse.csc_matrix((n, 0))
-    z = sparse.coo_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, start)
-    )
-    z = z.tocsc()
-    z.eliminate_zeros()
-    return z
+    return fit.design.random_effects_matrix()
 
 
 def relative_factor(fit) -> sparse.csc_matrix:

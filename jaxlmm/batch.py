@@ -99,7 +99,7 @@ def screen(design: Design, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 CHUNK_MEMORY = 2**31  # bytes that one chunk's per-response work may take
-DENSE_COPIES = 48  # (mz, mz) arrays that one response's exact derivatives hold at once
+DENSE_COPIES = 48  # (mz, mz) arrays per response: the exact Hessian's ~20, with headroom
 
 
 def work_bytes(rows: RowStructure) -> int:

@@ -210,9 +210,8 @@ def _heavy_levels(counts: np.ndarray, mz: int, s1: int) -> np.ndarray:
     ``PAIR_COST_RATIO * mz`` entries, measured), and more where the pairs of the rest would
     pass ``PAIR_BUDGET``."""
     limit = max(int(PAIR_COST_RATIO * mz / np.sqrt(s1)), 1)
-    pairs = counts * (counts + 1) // 2
     ordered = np.sort(counts)
-    within = np.cumsum(np.sort(pairs)) <= PAIR_BUDGET
+    within = np.cumsum(ordered * (ordered + 1) // 2) <= PAIR_BUDGET
     if not within.all():
         limit = min(limit, int(ordered[np.argmin(within) - 1]) if within[0] else 0)
     return np.flatnonzero(counts > limit)

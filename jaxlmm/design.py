@@ -19,6 +19,7 @@ import pandas as pd
 from formulaic import Formula, model_matrix
 from formulaic.errors import DataMismatchWarning
 from formulaic.transforms import TRANSFORMS
+from scipy import sparse
 
 from .errors import DataError, FormulaError, RankDeficiencyWarning
 from .formula import (
@@ -120,6 +121,26 @@ class Design:
     def ngroups(self) -> dict[str, int]:
         """Number of levels per grouping factor (lme4's ``ngrps``), each factor once."""
         return {t.group: t.n_levels for t in self.terms}
+
+    def random_effects_matrix(self):
+        """Z (n x q), sparse CSC: terms in order, each level-major (level 1's columns, then
+        level 2's, ...), the order of the conditional modes b and of Lambda's blocks."""
+        rows, cols, vals, start = [], [], [], 0
+        for term in self.terms:
+            s = term.n_columns
+            for a in range(s):
+                rows.append(np.arange(self.nobs))
+                cols.append(start + term.codes * s + a)
+                vals.append(term.z[:, a])
+            start += term.n_levels * s
+        if not rows:
+            return sparse.csc_matrix((self.nobs, 0))
+        z = sparse.coo_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(self.nobs, start),
+        ).tocsc()
+        z.eliminate_zeros()
+        return z
 
     def with_response(self, y: np.ndarray, keep: np.ndarray) -> Design:
         """The same model for another response on the rows ``keep`` (levels and term order kept,

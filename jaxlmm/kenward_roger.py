@@ -32,22 +32,6 @@ class KenwardRoger:
     w: np.ndarray  # (k, k) 2 x inverse of the expected REML information in s
 
 
-def _random_design(design: Design) -> scipy.sparse.csr_matrix:
-    """Z (n x q) with columns term by term, level-major, as Lambda's blocks."""
-    rows, cols, vals, offset = [], [], [], 0
-    n = design.nobs
-    for term in design.terms:
-        s = term.n_columns
-        for a in range(s):
-            rows.append(np.arange(n))
-            cols.append(offset + term.codes * s + a)
-            vals.append(term.z[:, a])
-        offset += term.n_levels * s
-    return scipy.sparse.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, offset)
-    )
-
-
 def _parameters(design: Design, theta, sigma):
     """Per variance parameter: its term's slice of the q columns, the symmetric pattern E_i
     (D_i = I_levels (x) E_i) and its value s_i; and Lambda."""
@@ -78,7 +62,7 @@ def _apply(pattern, rows, ng: int, s: int):
 
 def kenward_roger(design: Design, theta, sigma, vcov: np.ndarray) -> KenwardRoger:
     """Phi_A = Phi + 2 Phi U Phi and the matrices for the df, at the REML estimate."""
-    z = _random_design(design)
+    z = design.random_effects_matrix()
     w = design.weights
     wz = z.multiply(w[:, None]).tocsc()
     a_zz = (z.T @ wz).toarray()

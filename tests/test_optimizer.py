@@ -86,27 +86,26 @@ def test_batch_response_with_aliased_fixed_effects(sleepstudy):
     assert bf.converged[0]
 
 
-def test_no_false_alarms_in_refits(sleepstudy):
-    """Refits of responses simulated from the sleepstudy fit: every one converges (lme4 warned
-    about 4 of 500 such refits)."""
+def _refit_simulated(sleepstudy, nsim: int, seed: int):
+    """Refit responses simulated from the sleepstudy fit; any ConvergenceWarning fails."""
     formula = "Reaction ~ Days + (Days | Subject)"
     fit = jaxlmm.lmer(formula, sleepstudy)
-    responses = fit.simulate(100, seed=11)
+    responses = fit.simulate(nsim, seed=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("error", jaxlmm.ConvergenceWarning)
         for column in responses:
             jaxlmm.lmer(formula, sleepstudy.assign(Reaction=responses[column]))
+
+
+def test_no_false_alarms_in_refits(sleepstudy):
+    """Refits of responses simulated from the sleepstudy fit: every one converges (lme4 warned
+    about 4 of 500 such refits)."""
+    _refit_simulated(sleepstudy, 100, seed=11)
 
 
 @pytest.mark.slow
 def test_no_false_alarms_in_500_refits(sleepstudy):
-    formula = "Reaction ~ Days + (Days | Subject)"
-    fit = jaxlmm.lmer(formula, sleepstudy)
-    responses = fit.simulate(500, seed=12)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", jaxlmm.ConvergenceWarning)
-        for column in responses:
-            jaxlmm.lmer(formula, sleepstudy.assign(Reaction=responses[column]))
+    _refit_simulated(sleepstudy, 500, seed=12)
 
 
 @pytest.mark.parametrize("scale", [1e-150, 1e-75, 1e-20, 1e20, 1e75, 1e150])
