@@ -43,7 +43,7 @@ def _fit_chunk(rows: RowStructure, x, weights, y, observed, scale, theta0, reml,
 
     def one(y, observed, scale):
         blocks = _chunk_blocks(rows, x, weights, y, observed, scale)
-        opt, solution = fit_blocks(blocks, theta0, reml, iterations)
+        opt, solution = fit_blocks(blocks, theta0, reml, iterations, quasi_newton=True)
         empty = jnp.zeros((0,), solution.beta.dtype)
         return opt, solution._replace(b1=empty.reshape(0, 0), b_rest=empty)
 
@@ -251,15 +251,17 @@ def _scatter(full: np.ndarray, part, index: np.ndarray) -> np.ndarray:
 
 
 def _retry_unconverged(fitted, core: Model, y, observed, scale, theta0, reml: bool):
-    """Refit, one at a time with the single-fit optimiser, the few responses that the batched
+    """Refit, one at a time with uncapped iterations, the few responses that the batched
     pass (capped iterations) left unconverged; keep whichever result is better."""
     opt, _ = fitted
     retry = np.isin(opt.status, [Status.GRADIENT_NOT_SMALL, Status.HESSIAN_NOT_PD])
     for k in np.flatnonzero(retry):
         w = core.weights * observed[k]
         blocks = blocks_from_rows(core.rows, np.where(observed[k], y[k], 0.0) / scale[k], core.x, w)
-        iterations = np.asarray(ITERATIONS)
-        single_opt, single_solution = programs.run(fit_blocks, blocks, theta0, reml, iterations)
+        iterations = np.asarray(ITERATIONS)  # uncapped, with the batch's BFGS start
+        single_opt, single_solution = programs.run(
+            fit_blocks, blocks, theta0, reml, iterations, quasi_newton=True
+        )
         single = (
             jax.tree.map(np.asarray, single_opt),
             single_solution._replace(b1=np.zeros((0, 0)), b_rest=np.zeros(0)),

@@ -89,7 +89,7 @@ def size_class(design: Design, ne: int, npairs: int, nheavy: int, shared: bool =
         return SizeClass(
             ng1=_power_of_two(ng1, 32) if first else 0,
             s1=max(s1, 2) if first else 1,
-            mz=_power_of_two(mz, 64),
+            mz=_power_of_two(mz, 64) if mz else 0,
             shifts=max(shifts, 2),
             ne=_geometric(ne + 1, 256 if first else 1),
             npairs=_geometric(npairs, 1024 if first else 0),

@@ -187,6 +187,12 @@ def is_dense(blocks: Blocks) -> bool:
     return not blocks.a11.shape[0]
 
 
+def expensive_hessian(blocks: Blocks) -> bool:
+    """The exact Hessian costs several gradients: a large dense block after a block-diagonal
+    term (:func:`chain_rule_derivatives`)."""
+    return not is_dense(blocks) and blocks.mz >= CHAIN_RULE_MIN_MZ
+
+
 def _full_system(theta, blocks: Blocks):
     """Phi = Lambda~' A Lambda~ + diag(I, 0) for the whole dense system [Z X y] (dense blocks
     only), with K = A Lambda~: Lambda~ = blockdiag(Lambda_z, I)."""
