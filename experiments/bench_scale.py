@@ -218,7 +218,9 @@ def main():
     parser.add_argument("--skip-r", action="store_true")
     parser.add_argument("--large", action="store_true", help="add the 10M-row case")
     parser.add_argument("--r-limit", type=float, default=1800, help="seconds lme4 may take")
-    parser.add_argument("--cases", nargs="*", help="cases to run (default: all but ml10m)")
+    parser.add_argument(
+        "--cases", nargs="*", choices=list(CASES), help="cases to run (default: all but ml10m)"
+    )
     args = parser.parse_args()
     if args.child:
         child(args.child)
