@@ -390,8 +390,3 @@ def blocks_from_rows(rs: RowStructure, y, x, weights) -> Blocks:
         layout=rs.layout,
     )
 
-
-def cross_products(design: Design, shared: bool = True) -> Blocks:
-    """Compute the blocks once (host NumPy); later evaluations never touch the observations."""
-    y = design.y - design.offset
-    return blocks_from_rows(row_structure(design, shared), y, design.x, design.weights)
