@@ -43,7 +43,9 @@ def _fit_chunk(rows: RowStructure, x, weights, y, observed, scale, theta0, reml,
 
     def one(y, observed, scale):
         blocks = _chunk_blocks(rows, x, weights, y, observed, scale)
-        opt, solution = fit_blocks(blocks, theta0, reml, iterations, quasi_newton=True)
+        opt, solution = fit_blocks(
+            blocks, theta0, reml, iterations, quasi_newton=True, vmapped=True
+        )
         empty = jnp.zeros((0,), solution.beta.dtype)
         return opt, solution._replace(b1=empty.reshape(0, 0), b_rest=empty)
 

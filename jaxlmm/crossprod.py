@@ -389,4 +389,3 @@ def blocks_from_rows(rs: RowStructure, y, x, weights) -> Blocks:
         rest_index=rs.rest_index,
         layout=rs.layout,
     )
-

@@ -230,7 +230,7 @@ def dense_derivatives(theta, blocks: Blocks, reml, order: int):
     dof = jnp.where(reml, blocks.nobs - blocks.n_fixed, blocks.nobs)
     reml_weight = jnp.where(reml, 1.0, 0.0)
     c = jnp.concatenate([jnp.ones(mz), jnp.full(p, reml_weight), jnp.reshape(dof, (1,))])
-    low = jnp.linalg.cholesky(phi)
+    low = cholesky(phi, unrolled=False)
     constant = dof * (1 + jnp.log(2 * jnp.pi / dof)) - blocks.sum_log_weights
     value = jnp.sum(c * jnp.log(jnp.diag(low) ** 2)) + constant
     if order == 0:

@@ -37,13 +37,16 @@ def criterion(blocks: Blocks, reml) -> Criterion:
     )
 
 
-def fit_blocks(blocks: Blocks, theta0, reml=True, iterations=ITERATIONS, quasi_newton=None):
+def fit_blocks(
+    blocks: Blocks, theta0, reml=True, iterations=ITERATIONS, quasi_newton=None, vmapped=False
+):
     """Optimise theta from ``theta0`` for one model's blocks and solve for the estimates there:
     (OptResult, Solution), padded as the blocks are. Pure; ``iterations`` caps the optimiser
     (see :func:`optimize.minimize`). By default (``quasi_newton=None``) BFGS runs first only
     where the exact Hessian is expensive (a large dense block after a block-diagonal term);
     elsewhere Newton's method alone is as fast and its program compiles faster. Batches pass
-    ``True``: under ``vmap`` BFGS's cheap iterations let every response converge in step."""
+    ``True``: under ``vmap`` BFGS's cheap iterations let every response converge in step.
+    ``vmapped``: the program runs under ``vmap`` (see :func:`optimize.minimize`)."""
     layout = blocks.layout
     result = minimize(
         criterion(blocks, reml),
@@ -52,6 +55,7 @@ def fit_blocks(blocks: Blocks, theta0, reml=True, iterations=ITERATIONS, quasi_n
         layout.active,
         iterations,
         quasi_newton=expensive_hessian(blocks) if quasi_newton is None else quasi_newton,
+        vmapped=vmapped,
     )
     theta = parameters.canonical_theta(result.theta, layout)
     return result._replace(theta=theta), solve(theta, blocks)
@@ -148,6 +152,7 @@ def _estimate(model: Model, y, X, weights, offset, theta0) -> Estimates:
         layout.diagonal,
         layout.active,
         quasi_newton=expensive_hessian(blocks),
+        vmapped=True,  # users vmap estimate
     )
     free = layout.active & ~opt.on_boundary
     theta = implicit_theta(opt.theta, opt.hessian, free, blocks, model.reml)

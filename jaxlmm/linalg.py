@@ -90,17 +90,22 @@ def _logdet_and_schur_jvp(primals, tangents):
     return (logdet, schur), (d_logdet, d_schur)
 
 
-SMALL = 8  # up to this size, unrolled arithmetic beats a (batched) LAPACK call
+SMALL = 8  # up to this size, unrolled arithmetic beats a batched LAPACK call under vmap
 
 
-def cholesky(m):
-    """Lower Cholesky factor: unrolled when small (fast under ``vmap``), else LAPACK."""
-    return batched_cholesky(m) if m.shape[-1] <= SMALL else jnp.linalg.cholesky(m)
+def cholesky(m, unrolled=True):
+    """Lower Cholesky factor (NaN where ``m`` is not PD), reading the lower triangle. Small
+    matrices are factored by unrolled arithmetic when ``unrolled`` (under ``vmap`` a batched
+    LAPACK call pays per matrix), else by one LAPACK call (fewer operations to compile)."""
+    if unrolled and m.shape[-1] <= SMALL:
+        return batched_cholesky(m)
+    return jax.lax.linalg.cholesky(m, symmetrize_input=False)
 
 
-def cho_solve(low, b):
-    """Solve ``(low @ low.T) x = b`` for a vector or matrix ``b`` given the lower factor."""
-    if low.shape[-1] > SMALL:
+def cho_solve(low, b, unrolled=True):
+    """Solve ``(low @ low.T) x = b`` for a vector or matrix ``b`` given the lower factor
+    (``unrolled`` as in :func:`cholesky`)."""
+    if not unrolled or low.shape[-1] > SMALL:
         return jax.scipy.linalg.cho_solve((low, True), b)
     vector = b.ndim == low.ndim - 1
     x = batched_upper_solve(low, batched_lower_solve(low, b[..., None] if vector else b))

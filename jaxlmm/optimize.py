@@ -85,7 +85,9 @@ def _shrunk_step(step, trial_value, value, slope):
     )
 
 
-def bfgs(value_and_grad, theta0, max_iter, gtol, start=None, first_step=0.5, max_step=1.0):
+def bfgs(
+    value_and_grad, theta0, max_iter, gtol, start=None, first_step=0.5, max_step=1.0, vmapped=False
+):
     """BFGS with a dense inverse-Hessian approximation (theta is small).
 
     Given ``start`` = (value, gradient, Hessian) at ``theta0``, it starts from the exact inverse
@@ -97,7 +99,7 @@ def bfgs(value_and_grad, theta0, max_iter, gtol, start=None, first_step=0.5, max
     else the step shrinks for the next iteration: under ``vmap`` no fit waits for another's
     line search, and alone no point is evaluated twice. Steps move at most ``max_step`` in any
     coordinate: far from the optimum the criterion is far from quadratic. Coordinates where
-    the gradient is exactly zero (padding) never move.
+    the gradient is exactly zero (padding) never move. ``vmapped``: see :func:`minimize`.
     """
     n = theta0.shape[0]
     eye = jnp.eye(n, dtype=theta0.dtype)
@@ -150,7 +152,7 @@ def bfgs(value_and_grad, theta0, max_iter, gtol, start=None, first_step=0.5, max
         state = _BfgsState(theta0, jnp.inf * one, jnp.zeros_like(theta0), eye, one, zero, False)
     else:
         value, grad, hess = start
-        newton = cho_solve(cholesky(hess), eye)
+        newton = cho_solve(cholesky(hess, vmapped), eye, vmapped)
         inv_hess = jnp.where(jnp.all(jnp.isfinite(newton)), newton, scaled_identity(grad))
         state = _BfgsState(theta0, value, grad, inv_hess, one, zero, ~jnp.isfinite(value))
     state = state._replace(done=jnp.asarray(state.done))
@@ -201,6 +203,7 @@ def minimize(
     iterations=ITERATIONS,
     gtol=1e-6,
     quasi_newton: bool = True,
+    vmapped: bool = False,
 ) -> OptResult:
     """Minimise ``criterion`` from ``theta0``. ``diagonal`` (bool per entry) marks entries
     bounded at 0; ``active`` the entries that the criterion depends on (the others are padding,
@@ -217,6 +220,9 @@ def minimize(
     ``iterations`` (BFGS iterations, Newton steps; may be traced) caps the loops:
     :data:`BATCHED_ITERATIONS` under ``vmap``, where the exact check at the end tells which
     responses did not converge, :data:`EVALUATE_ONLY` for the status of a given point.
+    ``vmapped``: the program runs under ``vmap``, where the small factorisations of the
+    Hessian are unrolled (a batched LAPACK call pays per matrix); alone, one LAPACK call each
+    compiles faster.
     """
     max_iter, newton_steps = iterations
     n = theta0.shape[0]
@@ -228,19 +234,20 @@ def minimize(
         value, grad, hess = criterion.value_grad_hess(theta)
         h = jnp.where(free[:, None] & free[None, :], hess, eye)
         g = jnp.where(free, grad, 0.0)
-        chol = cholesky(h)
+        chol = cholesky(h, vmapped)
         size = jnp.max(jnp.abs(h))
 
-        def shifted(k):
-            return cholesky(h + shifts[k] * size * eye)
+        def shift(state):  # the next shift and its factor (SHIFTS[0] is 0: chol itself)
+            k = state[0] + 1
+            return k, cholesky(h + shifts[k] * size * eye, vmapped)
 
-        k = jax.lax.while_loop(
-            lambda k: (k < len(SHIFTS) - 1) & ~jnp.all(jnp.isfinite(shifted(k))),
-            lambda k: k + 1,
-            0,
+        _, shifted = jax.lax.while_loop(
+            lambda state: (state[0] < len(SHIFTS) - 1) & ~jnp.all(jnp.isfinite(state[1])),
+            shift,
+            (0, chol),
         )
-        direction = -cho_solve(shifted(k), g)
-        return _Derivatives(value, grad, hess, chol, cho_solve(chol, g), direction)
+        direction = -cho_solve(shifted, g, vmapped)
+        return _Derivatives(value, grad, hess, chol, cho_solve(chol, g, vmapped), direction)
 
     def body(r: _Round):
         new = derivatives(r.point, active & ~r.point_boundary)
@@ -263,6 +270,7 @@ def minimize(
                 jnp.where(r.k == 0, max_iter, 0),
                 gtol,
                 start=(d.value, d.grad, hess),
+                vmapped=vmapped,
             )
         bfgs_next = (r.k == 0) & quasi_newton
         stationary = jnp.all(jnp.isfinite(d.step)) & (jnp.max(jnp.abs(d.step)) <= POLISH_TOL)
