@@ -11,6 +11,7 @@ never disturb the others. Results objects live in :mod:`batch_fit`.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from functools import partial
 
@@ -22,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from . import parameters, programs
-from .crossprod import RowStructure, blocks_from_rows
+from .crossprod import RowStructure, blocked, blocks_from_rows
 from .design import Design
 from .estimate import Estimates, assemble, fit_blocks
 from .inference import varpar_jacobians
@@ -149,6 +150,12 @@ class BatchResult:
         )
 
 
+ONE_BY_ONE = 256  # responses of small models fitted one at a time before batching compiles
+
+
+_fitted_one_by_one: Counter = Counter()  # per batched program: responses fitted one at a time
+
+
 def fit_responses(
     design: Design,
     y: np.ndarray,
@@ -163,34 +170,53 @@ def fit_responses(
     from ``theta0`` (default lme4's identity start); ``iterations`` caps the vmapped optimiser
     (responses it leaves unconverged are refitted one by one). Returns the results and the
     status of every response. With several JAX processes, every process must make the same
-    call: each fits its share of the responses and all return the whole batch."""
-    observed, status = screen(design, y)
-    core = from_design(design, reml, shared=False)
-    n_devices = min(devices or jax.local_device_count(), jax.local_device_count())
-    rows_sharding, replicated = _sharding(n_devices)
-    size = chunk_size_for(len(y), chunk_size, n_devices, core.rows)
-    n_theta = core.rows.layout.active.shape[0]
-    theta0 = parameters.initial_theta(core.info.sizes) if theta0 is None else theta0
-    theta0 = parameters.pad_theta(theta0, n_theta)
-    response = y - core.offset
-    scale = response_scale(np.where(observed, response, 0.0), observed * design.weights)
-    with programs.float64():
-        shared = jax.device_put((core.rows, core.x, core.weights), replicated)
+    call: each fits its share of the responses and all return the whole batch.
 
+    Compiling the vmapped program takes seconds. Until it is compiled (or on disk), a
+    one-device, one-process run fits the responses of small models (every random effect in
+    lmer's dense block) one at a time with lmer's own program, for up to :data:`ONE_BY_ONE`
+    responses per batched program: a first bootstrap or small batch costs milliseconds per
+    response and no compiling."""
+    observed, status = screen(design, y)
+    n_devices = min(devices or jax.local_device_count(), jax.local_device_count())
+    response = y - design.offset
+    scale = response_scale(np.where(observed, response, 0.0), observed * design.weights)
+    theta0 = parameters.initial_theta(_sizes(design)) if theta0 is None else theta0
     good = np.flatnonzero(status == Status.CONVERGED)
     mine = _share(good)
-    results = []
-    for start in tqdm(range(0, len(mine), size), disable=not progress, unit="chunk"):
-        index = mine[start : start + size]
-        padded = np.concatenate([index, np.full(size - len(index), index[0])])
-        with programs.float64():
-            chunk = jax.device_put(
-                (response[padded], observed[padded], scale[padded]), rows_sharding
-            )
-        out = programs.run(_fit_chunk, *shared, *chunk, theta0, bool(reml), np.asarray(iterations))
-        results.append(jax.tree.map(partial(_head, k=len(index)), out))
 
-    p = core.rows.p
+    core = from_design(design, reml, shared=False)
+    size = chunk_size_for(len(y), chunk_size, n_devices, core.rows)
+    start = parameters.pad_theta(theta0, core.rows.layout.active.shape[0])
+
+    def chunk_of(index):  # padded to the chunk size
+        padded = np.concatenate([index, np.full(size - len(index), index[0])])
+        return response[padded], observed[padded], scale[padded]
+
+    fitted = None
+    if len(mine):
+        shared, rest = (
+            (core.rows, core.x, core.weights),
+            (start, bool(reml), np.asarray(iterations)),
+        )
+        key = programs.program_key(_fit_chunk, *shared, *chunk_of(mine[:size]), *rest)
+        budget = ONE_BY_ONE - _fitted_one_by_one[key]
+        alone = n_devices == 1 and jax.process_count() == 1
+        if alone and not blocked(design, True) and len(mine) <= budget:
+            if not programs.available(key):
+                _fitted_one_by_one[key] += len(mine)
+                core = from_design(design, reml, shared=True)
+                start = parameters.pad_theta(theta0, core.rows.layout.active.shape[0])
+                fitted = _fit_one_by_one(
+                    core, response[mine], observed[mine], scale[mine], start, reml, progress
+                )
+        if fitted is None:
+            fitted = _fit_batched(shared, chunk_of, rest, mine, size, n_devices, progress)
+            fitted = _retry_unconverged(
+                fitted, core, response[mine], observed[mine], scale[mine], start, reml
+            )
+
+    n_theta, p = core.rows.layout.active.shape[0], core.rows.p
     nan = partial(np.full, fill_value=np.nan)
     opt = OptResult(
         theta=nan((len(y), n_theta)),
@@ -208,16 +234,48 @@ def fit_responses(
         pwrss=nan(len(y)),
         vcov_unscaled=nan((len(y), p, p)),
     )
-    if results:
-        fitted = jax.tree.map(lambda *a: np.concatenate(a), *results)
-        fitted = _retry_unconverged(
-            fitted, core, response[mine], observed[mine], scale[mine], theta0, reml
-        )
+    if fitted is not None:
         opt, solution = jax.tree.map(partial(_scatter, index=mine), (opt, solution), fitted)
     if jax.process_count() > 1:
         gathered = _gather(jax.tree.map(lambda a: a[mine], (opt, solution)), len(good))
         opt, solution = jax.tree.map(partial(_scatter, index=good), (opt, solution), gathered)
     return BatchResult(core, y, observed, scale, opt, solution), np.asarray(opt.status)
+
+
+def _sizes(design: Design) -> tuple[int, ...]:
+    return tuple(t.n_columns for t in design.terms)
+
+
+def _fit_batched(shared, chunk_of, rest, index: np.ndarray, size: int, n_devices: int, progress):
+    """The responses ``index`` fitted by the vmapped program, ``size`` at a time:
+    ``_fit_chunk(*shared, *chunk_of(part), *rest)``."""
+    rows_sharding, replicated = _sharding(n_devices)
+    with programs.float64():
+        shared = jax.device_put(shared, replicated)
+    results = []
+    for start in tqdm(range(0, len(index), size), disable=not progress, unit="chunk"):
+        part = index[start : start + size]
+        with programs.float64():
+            chunk = jax.device_put(chunk_of(part), rows_sharding)
+        out = programs.run(_fit_chunk, *shared, *chunk, *rest)
+        results.append(jax.tree.map(partial(_head, k=len(part)), out))
+    return jax.tree.map(lambda *a: np.concatenate(a), *results)
+
+
+def _fit_one_by_one(core: Model, y, observed, scale, theta0, reml: bool, progress=False, **options):
+    """Responses fitted one at a time by the single-fit program (lmer's, unless ``options``
+    of :func:`fit_blocks` say otherwise): stacked (OptResult, Solution), no conditional
+    modes."""
+    fits = []
+    for k in tqdm(range(len(y)), disable=not progress, unit="response"):
+        w = core.weights * observed[k]
+        blocks = blocks_from_rows(core.rows, np.where(observed[k], y[k], 0.0) / scale[k], core.x, w)
+        opt, solution = programs.run(
+            fit_blocks, blocks, theta0, bool(reml), np.asarray(ITERATIONS), **options
+        )
+        no_modes = solution._replace(b1=np.zeros((0, 0)), b_rest=np.zeros(0))
+        fits.append(jax.tree.map(np.asarray, (opt, no_modes)))
+    return jax.tree.map(lambda *a: np.stack(a), *fits)
 
 
 def _share(index: np.ndarray) -> np.ndarray:
@@ -256,21 +314,15 @@ def _retry_unconverged(fitted, core: Model, y, observed, scale, theta0, reml: bo
     """Refit, one at a time with uncapped iterations, the few responses that the batched
     pass (capped iterations) left unconverged; keep whichever result is better."""
     opt, _ = fitted
-    retry = np.isin(opt.status, [Status.GRADIENT_NOT_SMALL, Status.HESSIAN_NOT_PD])
-    for k in np.flatnonzero(retry):
-        w = core.weights * observed[k]
-        blocks = blocks_from_rows(core.rows, np.where(observed[k], y[k], 0.0) / scale[k], core.x, w)
-        iterations = np.asarray(ITERATIONS)  # uncapped, with the batch's BFGS start
-        single_opt, single_solution = programs.run(
-            fit_blocks, blocks, theta0, reml, iterations, quasi_newton=True
-        )
-        single = (
-            jax.tree.map(np.asarray, single_opt),
-            single_solution._replace(b1=np.zeros((0, 0)), b_rest=np.zeros(0)),
-        )
-        if single[0].status == Status.CONVERGED or single[0].value < opt.value[k]:
-            for full, part in zip(jax.tree.leaves(fitted), jax.tree.leaves(single), strict=True):
-                full[k] = np.asarray(part)
+    retry = np.flatnonzero(np.isin(opt.status, [Status.GRADIENT_NOT_SMALL, Status.HESSIAN_NOT_PD]))
+    if not len(retry):
+        return fitted
+    singles = _fit_one_by_one(  # with the batch's BFGS start
+        core, y[retry], observed[retry], scale[retry], theta0, reml, quasi_newton=True
+    )
+    better = (singles[0].status == Status.CONVERGED) | (singles[0].value < opt.value[retry])
+    for full, part in zip(jax.tree.leaves(fitted), jax.tree.leaves(singles), strict=True):
+        full[retry[better]] = part[better]
     return fitted
 
 

@@ -50,7 +50,10 @@ def varpar_jacobians(varpar, blocks: Blocks, scale, reml):
     the divided response's sigma, vcov(beta) = scale^2 times its)."""
     units = jnp.ones_like(varpar).at[-1].set(scale)
     own = varpar / units
-    hessian = jax.hessian(varpar_deviance)(own, blocks, reml) / jnp.outer(units, units)
+    # forward over forward mode: with few parameters it compiles in half the time of
+    # forward over reverse (no transposed Cholesky rules)
+    hessian = jax.jacfwd(jax.jacfwd(varpar_deviance))(own, blocks, reml)
+    hessian = hessian / jnp.outer(units, units)
     jacobian = jnp.moveaxis(jax.jacfwd(beta_covariance)(own, blocks), -1, 0)
     return hessian, scale**2 * jacobian / units[:, None, None]
 

@@ -195,6 +195,27 @@ SHIFTS = (0.0, 1e-8, 1e-5, 1e-3, 1e-1, 1.0, 10.0)  # Levenberg shifts, relative 
 SNAP_READY = 1e-3  # entries are tried at 0 once the Newton step is below this
 
 
+def levenberg(h, g, unrolled=True):
+    """The Cholesky factor of ``h`` (NaN where not PD) and the step -(h + mu I)^{-1} g, with
+    mu the least of :data:`SHIFTS` (relative to |h|) that makes h + mu I positive definite.
+    ``unrolled``: see :func:`linalg.cholesky`."""
+    eye = jnp.eye(h.shape[0], dtype=h.dtype)
+    shifts = jnp.asarray(SHIFTS, h.dtype)
+    size = jnp.max(jnp.abs(h))
+    chol = cholesky(h, unrolled)
+
+    def shift(state):  # the next shift and its factor (SHIFTS[0] is 0: chol itself)
+        k = state[0] + 1
+        return k, cholesky(h + shifts[k] * size * eye, unrolled)
+
+    _, shifted = jax.lax.while_loop(
+        lambda state: (state[0] < len(SHIFTS) - 1) & ~jnp.all(jnp.isfinite(state[1])),
+        shift,
+        (0, chol),
+    )
+    return chol, -cho_solve(shifted, g, unrolled)
+
+
 def minimize(
     criterion: Criterion,
     theta0,
@@ -228,25 +249,12 @@ def minimize(
     n = theta0.shape[0]
     eye = jnp.eye(n, dtype=theta0.dtype)
     diagonal = diagonal & active
-    shifts = jnp.asarray(SHIFTS, theta0.dtype)
 
     def derivatives(theta, free):
         value, grad, hess = criterion.value_grad_hess(theta)
         h = jnp.where(free[:, None] & free[None, :], hess, eye)
         g = jnp.where(free, grad, 0.0)
-        chol = cholesky(h, vmapped)
-        size = jnp.max(jnp.abs(h))
-
-        def shift(state):  # the next shift and its factor (SHIFTS[0] is 0: chol itself)
-            k = state[0] + 1
-            return k, cholesky(h + shifts[k] * size * eye, vmapped)
-
-        _, shifted = jax.lax.while_loop(
-            lambda state: (state[0] < len(SHIFTS) - 1) & ~jnp.all(jnp.isfinite(state[1])),
-            shift,
-            (0, chol),
-        )
-        direction = -cho_solve(shifted, g, vmapped)
+        chol, direction = levenberg(h, g, unrolled=vmapped)
         return _Derivatives(value, grad, hess, chol, cho_solve(chol, g, vmapped), direction)
 
     def body(r: _Round):

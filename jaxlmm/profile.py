@@ -26,12 +26,12 @@ from scipy import special
 from . import parameters, programs
 from .crossprod import Blocks
 from .deviance import reduced_system
-from .optimize import autodiff
+from .model import from_design
+from .optimize import autodiff, levenberg
 
 MAX_STEPS = 30  # Newton steps on zeta per bound
 NEWTON_STEPS = 12  # exact Newton steps for the other parameters at each pinned value
 HALVINGS = 8  # step halvings tried when a Newton step does not lower the deviance
-SHIFTS = (0.0, 1e-8, 1e-5, 1e-3, 1e-1, 1.0)  # Levenberg shifts, relative to |H|
 ZETA_TOL = 1e-4  # |zeta - target| at which a bound counts as found
 CORRELATION_EDGE = 1e-6  # correlations are profiled within [-1 + this, 1 - this]
 
@@ -67,25 +67,10 @@ def _pinned_optimum(phi, j, x, free, correlations, blocks: Blocks):
     both = mask[:, None] & mask[None, :]
     eye = jnp.eye(n)
 
-    def newton_direction(grad, hess):
-        """-H^{-1} g with the least Levenberg shift (relative to |H|) that makes H positive
-        definite."""
-        hess = jnp.where(both, hess, eye)
-        size = jnp.max(jnp.abs(hess))
-        shifts = jnp.asarray(SHIFTS, hess.dtype)
-
-        def factor(k):
-            return jnp.linalg.cholesky(hess + shifts[k] * size * eye)
-
-        k = jax.lax.while_loop(
-            lambda k: (k < len(SHIFTS) - 1) & ~jnp.all(jnp.isfinite(factor(k))), lambda k: k + 1, 0
-        )
-        return -jax.scipy.linalg.cho_solve((factor(k), True), jnp.where(mask, grad, 0.0))
-
     def round_(state):
         k, phi, _, _, _, _ = state
         value, grad, hess = derivatives(phi)
-        direction = newton_direction(grad, hess)
+        _, direction = levenberg(jnp.where(both, hess, eye), jnp.where(mask, grad, 0.0), False)
 
         def worse(alpha):
             trial = fun_at(phi + alpha * direction)
@@ -137,12 +122,15 @@ class _Profile:
     the blocks' divided response."""
 
     def __init__(self, ml):
-        self.blocks, self.scale, sizes = ml.blocks, ml.scale, ml.sizes
-        n_theta, padded, p = len(ml.theta), ml.blocks.n_theta, len(ml.fixef)
+        # the batches' layout, not lmer's: term 1 stays block-diagonal and padding is small, so
+        # each of the many Hessians of the searches costs little
+        blocks, scale = from_design(ml.design, reml=False).blocks()
+        self.blocks, self.scale, sizes = blocks, float(scale), ml.sizes
+        n_theta, padded, p = len(ml.theta), self.blocks.n_theta, len(ml.fixef)
         self.real = np.concatenate(
             [np.arange(n_theta), [padded], padded + 1 + np.arange(p)]
         ).astype(int)  # positions of the real parameters in the padded phi
-        n = padded + 1 + ml.blocks.p
+        n = padded + 1 + self.blocks.p
         self.phi = np.zeros(n)
         self.phi[self.real] = np.concatenate(
             [parameters.sdcor_values(ml.theta, sizes, ml.sigma / self.scale), ml.fixef / self.scale]

@@ -61,13 +61,25 @@ def run(fn, *args, **static):
     """``fn(*args, **static)`` by a compiled executable for the arguments' shapes and dtypes.
     ``static`` values are baked into the program (hashable, part of the key)."""
     with float64():
-        leaves, treedef = jax.tree.flatten(args)
-        signature = tuple((np.shape(a), _dtype(a), _sharding(a)) for a in leaves)
-        key = (fn.__module__, fn.__qualname__, tuple(sorted(static.items())), treedef, signature)
+        key = program_key(fn, *args, **static)
         executable = _executables.get(key)
         if executable is None:
             executable = _executables[key] = _load_or_compile(fn, args, static, key)
         return executable(*args)
+
+
+def program_key(fn, *args, **static) -> tuple:
+    """What identifies the executable of ``run(fn, *args, **static)``: the program and the
+    arguments' shapes, dtypes and shardings."""
+    leaves, treedef = jax.tree.flatten(args)
+    signature = tuple((np.shape(a), _dtype(a), _sharding(a)) for a in leaves)
+    return (fn.__module__, fn.__qualname__, tuple(sorted(static.items())), treedef, signature)
+
+
+def available(key: tuple) -> bool:
+    """Whether the executable of ``key`` is in memory or in the disk cache (no compiling)."""
+    path = _cache_path(key)
+    return key in _executables or (path is not None and path.exists())
 
 
 def _dtype(a) -> str:

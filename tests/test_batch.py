@@ -1,5 +1,6 @@
 """lmer_batch: equal to single fits, bad responses isolated, chunked and sharded alike."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 
 import jaxlmm
-from jaxlmm import programs
+from jaxlmm import batch, programs
 
 FORMULA = "y ~ Days + (Days | Subject)"
 
@@ -35,11 +36,30 @@ def responses(sleepstudy):
     return y
 
 
-@pytest.fixture(scope="module", params=[True, False], ids=["REML", "ML"])
+@contextlib.contextmanager
+def batched(enabled: bool):
+    """A context in which small batches run through the vmapped program (``enabled``) or
+    one response at a time through lmer's program (the path of a first, small batch)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(batch, "ONE_BY_ONE", 0 if enabled else 10**9)
+        patch.setattr(programs, "available", lambda key: enabled)
+        yield
+
+
+PATHS = [True, False]
+PATH_IDS = ["vmapped", "one-by-one"]
+
+
+@pytest.fixture(
+    scope="module",
+    params=[(r, v) for r in [True, False] for v in PATHS],
+    ids=[f"{r}-{v}" for r in ["REML", "ML"] for v in PATH_IDS],
+)
 def batch_fit(request, sleepstudy, responses):
-    return request.param, jaxlmm.lmer_batch(
-        FORMULA, sleepstudy, responses, reml=request.param, progress=False
-    )
+    reml, vmapped = request.param
+    with batched(vmapped):
+        fit = jaxlmm.lmer_batch(FORMULA, sleepstudy, responses, reml=reml, progress=False)
+    return reml, fit
 
 
 @pytest.mark.parametrize("i", [0, 1, 5, 9, 22])
@@ -94,14 +114,16 @@ def test_tidy_frame(batch_fit):
     assert "sd_(Intercept)|Subject" in frame.columns and "cor_Days.(Intercept)|Subject" in frame
 
 
-def test_bad_responses_get_a_status_and_leave_others_alone(sleepstudy, responses):
+@pytest.mark.parametrize("vmapped", PATHS, ids=PATH_IDS)
+def test_bad_responses_get_a_status_and_leave_others_alone(sleepstudy, responses, vmapped):
     y = responses[:6].copy()
     y[1] = np.nan  # nothing observed
     y[2] = 5.0  # constant
     y[3, 7] = np.inf
     y[4, np.arange(180) % 10 != 0] = np.nan  # one observation per subject
     y[5, sleepstudy["Subject"] != "308"] = np.nan  # one subject left
-    bf = jaxlmm.lmer_batch(FORMULA, sleepstudy, y, progress=False)
+    with batched(vmapped):
+        bf = jaxlmm.lmer_batch(FORMULA, sleepstudy, y, progress=False)
     status = jaxlmm.Status
     codes = [status.NO_OBSERVATIONS, status.CONSTANT_RESPONSE, status.INFINITE_RESPONSE]
     assert list(bf.status_code[1:4]) == codes
@@ -137,10 +159,31 @@ def test_response_columns_and_crossed_design():
         assert bf.fixef.iloc[k, 0] == pytest.approx(single.fixef.iloc[0], rel=1e-5)
 
 
+def test_first_small_batches_reuse_lmers_program_then_batching_compiles(sleepstudy, responses):
+    """Until a batch's vmapped program exists, small models' responses are fitted one at a
+    time by lmer's program (no compiling), up to ONE_BY_ONE responses, then batching compiles."""
+    jaxlmm.lmer(FORMULA, sleepstudy.assign(y=responses[1]))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(batch, "ONE_BY_ONE", 12)
+        patch.setattr(batch, "_fitted_one_by_one", batch.Counter())
+        patch.setattr(programs, "available", lambda key: False)
+        before = programs.counts()["compiled"]
+        first = jaxlmm.lmer_batch(FORMULA, sleepstudy, responses[:8], progress=False)
+        assert programs.counts()["compiled"] == before  # lmer's program, one response at a time
+        again = jaxlmm.lmer_batch(FORMULA, sleepstudy, responses[:8], progress=False)
+    assert first.result.model.rows.ng1 == 0  # lmer's layout: every effect in the dense block
+    assert again.result.model.rows.ng1 > 0  # past the budget: the batched layout
+    np.testing.assert_allclose(again.objective, first.objective, rtol=1e-9)
+    np.testing.assert_allclose(again.fixef, first.fixef, rtol=1e-6)
+
+
 def test_chunks_reuse_compiled_code(sleepstudy, responses):
-    whole = jaxlmm.lmer_batch(FORMULA, sleepstudy, responses[:10], progress=False)
-    before = programs.counts()["compiled"]
-    chunked = jaxlmm.lmer_batch(FORMULA, sleepstudy, responses[:10], chunk_size=4, progress=False)
+    with batched(True):
+        whole = jaxlmm.lmer_batch(FORMULA, sleepstudy, responses[:10], progress=False)
+        before = programs.counts()["compiled"]
+        chunked = jaxlmm.lmer_batch(
+            FORMULA, sleepstudy, responses[:10], chunk_size=4, progress=False
+        )
     assert programs.counts()["compiled"] - before <= 1  # one new chunk shape, then reused
     np.testing.assert_allclose(chunked.objective, whole.objective, rtol=1e-10)
 

@@ -12,8 +12,10 @@ import time
 
 import numpy as np
 import pandas as pd
+import pytest
 
 import jaxlmm
+from jaxlmm import batch
 from jaxlmm.optimize import BATCHED_ITERATIONS
 
 FORMULA = "y ~ Days + (Days | Subject)"
@@ -84,7 +86,9 @@ def run_children(script, args, env, timeout: float) -> list[str]:
 
 def test_two_processes_give_the_one_process_tables(tmp_path, sleepstudy):
     y = responses(sleepstudy)
-    one = jaxlmm.lmer_batch(FORMULA, sleepstudy, y, progress=False)
+    with pytest.MonkeyPatch.context() as patch:  # the vmapped program, as in the processes
+        patch.setattr(batch, "ONE_BY_ONE", 0)
+        one = jaxlmm.lmer_batch(FORMULA, sleepstudy, y, progress=False)
     assert one.status_code[9] == jaxlmm.Status.CONSTANT_RESPONSE
     assert np.all(one.result.opt.iterations[1::10] > sum(BATCHED_ITERATIONS))  # in both shares
     tables = {"frame": one.to_frame(), "coef": one.coef_table()}
