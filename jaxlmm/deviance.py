@@ -203,14 +203,11 @@ def _full_system(theta, blocks: Blocks):
     return phi + jnp.diag((jnp.arange(a.shape[0]) < blocks.mz).astype(theta.dtype)), a, k
 
 
-def _pattern(blocks: Blocks, n: int, dtype):
-    """E_t = d Lambda~ / d theta_t as dense (n_theta, n, n) 0/1 matrices."""
-    shifts, mz = blocks.rest_index.shape
-    cols = jnp.broadcast_to(jnp.arange(mz), (shifts, mz))
-    rows = cols + jnp.arange(shifts)[:, None]
-    index = jnp.where(blocks.rest_index >= 0, blocks.rest_index, blocks.n_theta)
-    e = jnp.zeros((blocks.n_theta, n, n), dtype)
-    return e.at[index, jnp.minimum(rows, n - 1), cols].add(1.0, mode="drop")
+def _shifted(m, shifts: int, mz: int):
+    """(shifts, mz, k): row j + d of ``m`` (n, k) at [d, j], zero past the end: the rows that
+    the shifted diagonals of Lambda_z combine."""
+    rows = jnp.arange(mz) + jnp.arange(shifts)[:, None]
+    return jnp.pad(m, ((0, shifts), (0, 0)))[rows]
 
 
 def dense_derivatives(theta, blocks: Blocks, reml, order: int):
@@ -223,7 +220,9 @@ def dense_derivatives(theta, blocks: Blocks, reml, order: int):
     X_t = L^{-1} dPhi_t L^{-T} and W = L^{-T} diag(c) L^{-1}, the gradient is
     sum_i c_i (X_t)_ii = 2 <E_t, K W>, and the Hessian is
     -2 sum_i c_i (P_u X_t)_ii + 2 <E_t, A E_u W>, with P_u the lower triangle of X_u (half its
-    diagonal): d L^{-1} = -P_u L^{-1}. Every piece is a small dense product.
+    diagonal): d L^{-1} = -P_u L^{-1}. E_t (d Lambda~ / d theta_t) is never formed: it is the
+    mask m_t[d, j] of the entries Lambda_z[j + d, j] that theta_t fills, so every product with
+    it is a masked sum of shifted rows, and the Hessian costs one matrix product per theta.
     """
     phi, a, k = _full_system(theta, blocks)
     n, mz, p = phi.shape[0], blocks.mz, blocks.p
@@ -237,15 +236,24 @@ def dense_derivatives(theta, blocks: Blocks, reml, order: int):
         return value
     inv = jax.scipy.linalg.solve_triangular(low, jnp.eye(n, dtype=phi.dtype), lower=True)
     w = inv.T @ (c[:, None] * inv)
-    e = _pattern(blocks, n, phi.dtype)
-    grad = 2 * jnp.einsum("trs,rs->t", e, k @ w)
+    shifts = blocks.rest_index.shape[0]
+    mask = (blocks.rest_index == jnp.arange(blocks.n_theta)[:, None, None]).astype(phi.dtype)
+    kw_diagonals = jnp.sum(_shifted(k, shifts, mz) * w[:, :mz].T, axis=-1)  # (KW)[j+d, j]
+    grad = 2 * jnp.sum(mask * kw_diagonals, axis=(1, 2))
     if order == 1:
         return value, grad
-    r = jnp.einsum("ab,tcb,cd,ed->tae", inv, e, k, inv)  # L^{-1} E_t' K L^{-T}
+    kt = _shifted(k @ inv.T, shifts, mz)  # rows of K L^{-T}
+    s_t = jnp.sum(mask[..., None] * kt, axis=1)  # (E_t' K L^{-T})[:mz]
+    r = jnp.einsum("aj,tjk->tak", inv[:, :mz], s_t)  # L^{-1} E_t' K L^{-T}
     x = r + jnp.swapaxes(r, 1, 2)
     half = jnp.tril(jnp.ones((n, n), phi.dtype)) - 0.5 * jnp.eye(n, dtype=phi.dtype)
     hess_factor = -2 * jnp.einsum("i,uim,tim->tu", c, half * x, x)
-    hess_pattern = 2 * jnp.einsum("trs,ra,uab,bs->tu", e, a, e, w)
+    rows = jnp.arange(mz) + jnp.arange(shifts)[:, None]  # [d, j] = j + d
+    a_shifted = jnp.pad(a, ((0, shifts), (0, shifts)))[
+        rows[:, None, :, None], rows[None, :, None, :]
+    ]
+    b = a_shifted * w[:mz, :mz].T  # [d, e, j, l] = A[j + d, l + e] W[l, j]
+    hess_pattern = 2 * jnp.einsum("tdj,dejl,uel->tu", mask, b, mask)  # <E_t, A E_u W>
     hess = hess_factor + hess_pattern
     return value, grad, (hess + hess.T) / 2
 
