@@ -358,8 +358,9 @@ def _factor_codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:
     if _is_numeric(column):
         uniques, codes = np.unique(column.to_numpy(), return_inverse=True)
         return codes.reshape(-1), [_level_label(u) for u in uniques]
-    used, codes = np.unique(column.cat.codes.to_numpy(), return_inverse=True)
-    return codes.reshape(-1), [str(c) for c in column.cat.categories[used]]
+    factor = column.array  # the Categorical itself (``.cat.codes`` builds a Series: slow)
+    used, codes = np.unique(factor.codes, return_inverse=True)
+    return codes.reshape(-1), [str(c) for c in factor.categories[used]]
 
 
 def _grouping(data: _Columns, factors: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:

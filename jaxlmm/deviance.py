@@ -283,6 +283,25 @@ def value_grad_hess(theta, blocks: Blocks, reml=True):
     return chain_rule_derivatives(theta, blocks, reml)
 
 
+def _times_inverse(dzz, inv, theta, m1: int):
+    """U_j zz^-1 for the tangents U_j = d zz / d phi_j (the later terms' theta last), by one
+    matrix product for all but the last: zz - I is homogeneous of degree 2 in the later terms'
+    theta (Lambda_z is linear in them), so sum_j theta_j U_j = 2 (zz - I) over those, and
+    U_last zz^-1 = (2 (I - zz^-1) - sum_{j != last} theta_j U_j zz^-1) / theta_last. Where
+    theta_last is small next to the others (cancellation), its product is computed too."""
+    mz = inv.shape[0]
+    head = (dzz[:-1].reshape(-1, mz) @ inv).reshape(dzz[:-1].shape)
+    later, last = theta[m1:-1], theta[-1]
+
+    def by_homogeneity():
+        rest = jnp.einsum("j,jab->ab", later, head[m1:])
+        return (2 * (jnp.eye(mz, dtype=inv.dtype) - inv) - rest) / last
+
+    trusted = jnp.abs(last) >= 0.1 * jnp.max(jnp.abs(theta[m1:]))
+    tail = jax.lax.cond(trusted & (last != 0), by_homogeneity, lambda: dzz[-1] @ inv)
+    return jnp.concatenate([head, tail[None]])
+
+
 def chain_rule_derivatives(theta, blocks: Blocks, reml=True, hessian=True):
     """:func:`objective` with its exact gradient (and, with ``hessian``, Hessian) by the chain
     rule through the eliminated system E = (log|L_1|^2, zz, zx, xx), in the parameters
@@ -361,7 +380,7 @@ def chain_rule_derivatives(theta, blocks: Blocks, reml=True, hessian=True):
 
     # second derivatives of the criterion in E, along the tangents
     ds = dxx - jnp.swapaxes(dzx, 1, 2) @ x - x.T @ dzx + x.T @ dzz @ x
-    u_inv = (dzz.reshape(-1, mz) @ inv).reshape(dzz.shape)  # U_j zz^-1, one product
+    u_inv = _times_inverse(dzz, inv, theta, m1)
     hess_logdet = -jnp.einsum("jab,kba->jk", u_inv, u_inv)
     resid = dzx - dzz @ x  # d2S[j, k] = -(R_j' zz^-1 R_k + R_k' zz^-1 R_j)
     inv_resid = jnp.einsum("ab,kbr->kar", inv, resid)
