@@ -181,8 +181,10 @@ class _Round(NamedTuple):
     point: jax.Array  # where this round evaluates the derivatives ...
     point_boundary: jax.Array  # ... with these entries held at 0
     snapping: jax.Array  # the point is the best point with one more entry at 0
+    reuse: jax.Array  # the point keeps the Hessian of d (REUSE_STEP)
     theta: jax.Array  # the best point so far ...
     d: _Derivatives  # ... the derivatives there ...
+    exact: jax.Array  # ... whose Hessian is its own
     on_boundary: jax.Array  # ... and its entries held at 0
     tried: jax.Array  # entries already tried at 0
     alpha: jax.Array  # length of the next Newton step along d.direction
@@ -193,6 +195,7 @@ class _Round(NamedTuple):
 
 SHIFTS = (0.0, 1e-8, 1e-5, 1e-3, 1e-1, 1.0, 10.0)  # Levenberg shifts, relative to |H|
 SNAP_READY = 1e-3  # entries are tried at 0 once the Newton step is below this
+REUSE_STEP = 1e-5  # after an exact Newton step this short, an expensive Hessian is kept
 
 
 def levenberg(h, g, unrolled=True):
@@ -237,7 +240,11 @@ def minimize(
     coordinates (Levenberg-shifted where the Hessian is not positive definite, halved when
     they would raise the criterion beyond rounding) while the step exceeds POLISH_TOL; once the
     step is small they try each small diagonal entry at exactly 0, kept there if the criterion
-    rises by at most a hair. The derivatives at the last point kept give the status.
+    rises by at most a hair. The derivatives at the last point kept give the status. With
+    ``quasi_newton`` (and not ``vmapped``), the point reached by an exact Newton step shorter
+    than REUSE_STEP gets its value and gradient only, with the Hessian of the point before:
+    that Hessian is exact to about the step's length, which is all the final check needs, and
+    it saves the most expensive evaluation of large models.
     ``iterations`` (BFGS iterations, Newton steps; may be traced) caps the loops:
     :data:`BATCHED_ITERATIONS` under ``vmap``, where the exact check at the end tells which
     responses did not converge, :data:`EVALUATE_ONLY` for the status of a given point.
@@ -246,25 +253,38 @@ def minimize(
     compiles faster.
     """
     max_iter, newton_steps = iterations
+    reuse = quasi_newton and not vmapped  # under vmap, a cond computes both branches
     n = theta0.shape[0]
     eye = jnp.eye(n, dtype=theta0.dtype)
     diagonal = diagonal & active
 
-    def derivatives(theta, free):
-        value, grad, hess = criterion.value_grad_hess(theta)
+    def derivatives(theta, free, hess=None):
+        if hess is None:
+            value, grad, hess = criterion.value_grad_hess(theta)
+        else:
+            value, grad = criterion.value_and_grad(theta)
         h = jnp.where(free[:, None] & free[None, :], hess, eye)
         g = jnp.where(free, grad, 0.0)
         chol, direction = levenberg(h, g, unrolled=vmapped)
         return _Derivatives(value, grad, hess, chol, cho_solve(chol, g, vmapped), direction)
 
     def body(r: _Round):
-        new = derivatives(r.point, active & ~r.point_boundary)
+        free = active & ~r.point_boundary
+        if reuse:
+            new = jax.lax.cond(
+                r.reuse,
+                lambda: derivatives(r.point, free, r.d.hess),
+                lambda: derivatives(r.point, free),
+            )
+        else:
+            new = derivatives(r.point, free)
         noise = rounding(theta0.dtype) * (1 + jnp.abs(r.d.value))  # a Newton step this near
         slack = jnp.where(r.snapping, _allowed_rise(r.d.value), noise)  # lowers fun below it
         trusted = (r.k == 0) | ((r.k == 1) & quasi_newton)  # the start and the BFGS result
         accept = trusted | (jnp.isfinite(new.value) & (new.value <= r.d.value + slack))
         pick = partial(jnp.where, accept)
         theta, d = pick(r.point, r.theta), jax.tree.map(pick, new, r.d)
+        exact = pick(~r.reuse, r.exact)
         on_boundary = pick(r.point_boundary, r.on_boundary)
         alpha = jnp.where(accept | r.snapping, 1.0, r.alpha / 2)
 
@@ -294,16 +314,18 @@ def minimize(
             & jnp.all(jnp.isfinite(d.direction))
             & (alpha > 1e-10)
         )
-        point = jnp.where(
-            bfgs_next, found, jnp.where(snap, theta.at[j].set(0.0), theta + alpha * d.direction)
-        )
+        step = alpha * d.direction
+        point = jnp.where(bfgs_next, found, jnp.where(snap, theta.at[j].set(0.0), theta + step))
+        short = newton & exact & (jnp.max(jnp.abs(step)) <= REUSE_STEP)
         return _Round(
             r.k + 1,
             point,
             jnp.where(snap, on_boundary.at[j].set(True), on_boundary),
             snap,
+            short & reuse,
             theta,
             d,
+            exact,
             on_boundary,
             jnp.where(snap, r.tried.at[j].set(True), r.tried),
             alpha,
@@ -316,7 +338,10 @@ def minimize(
     nothing = _Derivatives(jnp.array(jnp.inf, theta0.dtype), nan, eye * jnp.nan, eye, nan, nan)
     no, zero = jnp.zeros(n, dtype=bool), jnp.zeros((), jnp.int32)
     false, one = jnp.array(False), jnp.ones((), theta0.dtype)
-    start = _Round(zero, theta0, no, false, theta0, nothing, no, no, one, zero, zero, false)
+    true = jnp.array(True)
+    start = _Round(
+        zero, theta0, no, false, false, theta0, nothing, true, no, no, one, zero, zero, false
+    )
     r = jax.lax.while_loop(lambda r: ~r.done, body, start)
     d = r.d
     small_step = jnp.max(jnp.abs(d.step)) <= SCALED_GRADIENT_TOL

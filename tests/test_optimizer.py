@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import jaxlmm
-from jaxlmm import Status
+from jaxlmm import Status, optimize
 from jaxlmm.batch import fit_responses
 from jaxlmm.optimize import autodiff, minimize
 
@@ -55,6 +55,41 @@ def test_padded_entries_stay_where_they_are():
     )
     np.testing.assert_allclose(result.theta, [2.0, 0.0, 0.0], atol=1e-9)
     assert Status(int(result.status)) is Status.CONVERGED
+
+
+def test_expensive_hessian_is_kept_after_a_short_newton_step(monkeypatch):
+    """With quasi-Newton (an expensive Hessian), the point reached by a short exact Newton step
+    gets only its value and gradient: one exact Hessian fewer, the same optimum, and a reported
+    Hessian equal to the exact one there to about the step's length."""
+
+    def fun(t):  # large values: BFGS stops at rounding noise, a short Newton step away
+        centre = jnp.array([0.3, 1.2, -0.5])
+        return 1e6 * (jnp.sum((t - centre) ** 2) + jnp.sum(jnp.cosh(t)) + t[0] * t[1] ** 3)
+
+    def fit(reuse_step):
+        monkeypatch.setattr(optimize, "REUSE_STEP", reuse_step)
+        calls = []
+        exact = autodiff(fun)
+
+        def counted(theta):
+            jax.debug.callback(lambda: calls.append(1))
+            return exact.value_grad_hess(theta)
+
+        criterion = optimize.Criterion(exact.value_and_grad, counted)
+        no, yes = jnp.zeros(3, bool), jnp.ones(3, bool)
+        with jax.enable_x64(True):
+            start = jnp.asarray([1.0, 0.5, 0.2])
+            result = jax.jit(lambda t: minimize(criterion, t, no, yes, quasi_newton=True))(start)
+            hessian = exact.value_grad_hess(result.theta)[2]
+        return len(calls), jax.tree.map(np.asarray, result), np.asarray(hessian)
+
+    hessians, kept, hessian = fit(1e-5)
+    all_hessians, exact, _ = fit(0.0)
+    assert hessians == all_hessians - 1
+    assert Status(int(kept.status)) is Status.CONVERGED
+    np.testing.assert_allclose(kept.theta, exact.theta, rtol=1e-12)
+    assert kept.value == exact.value
+    np.testing.assert_allclose(kept.hessian, hessian, rtol=1e-5)
 
 
 def test_status_type():
