@@ -313,9 +313,10 @@ def chain_rule_derivatives(theta, blocks: Blocks, reml=True, hessian=True):
     inverse: the gradient is <dcriterion/dE, dE/dphi>, where dcriterion/dzz = zz^-1 + x psi x'
     (x = zz^-1 zx, psi the criterion's gradient in the Schur complement S = xx - zx' x) is
     pulled back through Lambda_z for theta and through the fill-in (linear in term 1's
-    per-level ``w``) for tau, once each. The Hessian adds one product U_j zz^-1 per parameter,
-    U_j = d zz / d phi_j: the log-determinant's Hessian is tr(zz^-1 d2zz) - tr(zz^-1 U_j zz^-1
-    U_k), and S's second derivatives need zz^-1 on p+1 columns only.
+    per-level ``w``) for tau, once each. The Hessian adds one product U_j zz^-1 per parameter
+    but one (:func:`_times_inverse`), U_j = d zz / d phi_j: the log-determinant's Hessian is
+    tr(zz^-1 d2zz) - tr(zz^-1 U_j zz^-1 U_k), and S's second derivatives need zz^-1 on p+1
+    columns only.
     """
     mz = blocks.mz
     s1 = blocks.first_index.shape[0]
