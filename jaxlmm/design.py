@@ -353,25 +353,41 @@ def _labels(column: pd.Series) -> list[str | None]:
     return [None if pd.isna(v) else v for v in column.astype(object)]
 
 
+def _used_levels(codes: np.ndarray, n_levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """The levels that occur (ascending) and the codes renumbered over them: ``np.unique`` with
+    ``return_inverse``, by counting instead of sorting."""
+    used = np.flatnonzero(np.bincount(codes, minlength=n_levels))
+    renumber = np.zeros(n_levels, dtype=np.int64)
+    renumber[used] = np.arange(len(used))
+    return used, renumber[codes]
+
+
 def _factor_codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:
     """Codes and level labels of a canonical grouping column (numbers in numeric order)."""
     if _is_numeric(column):
         uniques, codes = np.unique(column.to_numpy(), return_inverse=True)
         return codes.reshape(-1), [_level_label(u) for u in uniques]
     factor = column.array  # the Categorical itself (``.cat.codes`` builds a Series: slow)
-    used, codes = np.unique(factor.codes, return_inverse=True)
-    return codes.reshape(-1), [str(c) for c in factor.categories[used]]
+    used, codes = _used_levels(factor.codes.astype(np.int64), len(factor.categories))
+    return codes, [str(c) for c in factor.categories[used]]
 
 
 def _grouping(data: _Columns, factors: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Codes and levels of a grouping factor; ``a:b`` groups by the observed combinations."""
+    """Codes and levels of a grouping factor; ``a:b`` groups by the observed combinations,
+    ordered by the first factor, then the next."""
     parts = [_factor_codes(data[python_name(f)]) for f in factors]
     if len(parts) == 1:
         codes, labels = parts[0]
         return codes.astype(np.int64), tuple(labels)
-    stacked = np.stack([c for c, _ in parts], axis=1)
-    combos, codes = np.unique(stacked, axis=0, return_inverse=True)
-    labels = tuple(":".join(parts[k][1][c] for k, c in enumerate(row)) for row in combos)
+    sizes = [len(labels) for _, labels in parts]
+    n = len(parts[0][0])
+    if np.prod(sizes, dtype=np.float64) <= 8 * n + 2**20:  # few enough combinations to count
+        combined = np.ravel_multi_index([c for c, _ in parts], sizes)
+        used, codes = _used_levels(combined, int(np.prod(sizes)))
+        digits = np.stack(np.unravel_index(used, sizes), axis=1)
+    else:
+        digits, codes = np.unique(np.stack([c for c, _ in parts], 1), axis=0, return_inverse=True)
+    labels = tuple(":".join(parts[k][1][c] for k, c in enumerate(row)) for row in digits)
     return codes.reshape(-1).astype(np.int64), labels
 
 

@@ -213,3 +213,44 @@ def test_any_input_fits_or_raises_a_jaxlmm_error(case):
             estimates = [fit.fixef.to_numpy(), fit.theta, [fit.sigma]]
             assert all(np.all(np.isfinite(e)) for e in estimates)
     pd.testing.assert_frame_equal(data, before)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31), n=st.integers(80, 300))
+def test_interaction_levels_are_the_observed_combinations_in_order(seed, n):
+    """``(1 | a:b:c)`` has one level per observed combination, ordered by a, then b, then c
+    (each factor in its own level order), and every row carries its combination's code."""
+    rng = np.random.default_rng(seed)
+    data = pd.DataFrame(
+        {
+            "y": rng.normal(size=n),
+            "a": rng.choice(["u", "v", "w10", "w9"], n),
+            "b": rng.integers(-3, 3, n),
+            "c": pd.Categorical(rng.choice(["z", "y", "x"], n), categories=["z", "y", "x"]),
+        }
+    )
+    term = jaxlmm.build_design("y ~ 1 + (1 | a:b:c)", data).terms[0]
+    order = [sorted(set(data["a"])), sorted(set(data["b"])), ["z", "y", "x"]]
+    keys = [
+        (order[0].index(a), order[1].index(b), order[2].index(c))
+        for a, b, c in zip(data["a"], data["b"], data["c"], strict=True)
+    ]
+    expected = sorted(set(keys))
+    labels = [f"{order[0][i]}:{order[1][j]}:{order[2][k]}" for i, j, k in expected]
+    assert list(term.levels) == labels
+    np.testing.assert_array_equal(term.codes, [expected.index(key) for key in keys])
+
+
+def test_interaction_of_factors_with_many_levels():
+    """Combinations too many to count (about 1,700 x 1,700 levels, 2,500 observed) are found
+    by sorting, in the same order."""
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, 3000, 2500), rng.integers(0, 3000, 2500)
+    data = pd.DataFrame({"a": np.tile(a, 2), "b": np.tile(b, 2)})
+    data["y"] = rng.normal(size=len(data))
+    term = jaxlmm.build_design("y ~ 1 + (1 | a:b)", data).terms[0]
+    pairs = sorted(set(zip(data["a"], data["b"], strict=True)))
+    assert list(term.levels) == [f"{i}:{j}" for i, j in pairs]
+    np.testing.assert_array_equal(
+        term.codes, [pairs.index(key) for key in zip(data["a"], data["b"], strict=True)]
+    )
