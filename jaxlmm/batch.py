@@ -195,22 +195,16 @@ def fit_responses(
 
     fitted = None
     if len(mine):
-        shared, rest = (
-            (core.rows, core.x, core.weights),
-            (start, bool(reml), np.asarray(iterations)),
-        )
+        shared = (core.rows, core.x, core.weights)
+        rest = (start, bool(reml), np.asarray(iterations))
         key = programs.program_key(_fit_chunk, *shared, *chunk_of(mine[:size]), *rest)
-        budget = ONE_BY_ONE - _fitted_one_by_one[key]
-        alone = n_devices == 1 and jax.process_count() == 1
-        if alone and not blocked(design, True) and len(mine) <= budget:
-            if not programs.available(key):
-                _fitted_one_by_one[key] += len(mine)
-                core = from_design(design, reml, shared=True)
-                start = parameters.pad_theta(theta0, core.rows.layout.active.shape[0])
-                fitted = _fit_one_by_one(
-                    core, response[mine], observed[mine], scale[mine], start, reml, progress
-                )
-        if fitted is None:
+        if _one_at_a_time(design, key, len(mine), n_devices):
+            core = from_design(design, reml, shared=True)  # lmer's layout: its program
+            start = parameters.pad_theta(theta0, core.rows.layout.active.shape[0])
+            fitted = _fit_one_by_one(
+                core, response[mine], observed[mine], scale[mine], start, reml, progress
+            )
+        else:
             fitted = _fit_batched(shared, chunk_of, rest, mine, size, n_devices, progress)
             fitted = _retry_unconverged(
                 fitted, core, response[mine], observed[mine], scale[mine], start, reml
@@ -240,6 +234,19 @@ def fit_responses(
         gathered = _gather(jax.tree.map(lambda a: a[mine], (opt, solution)), len(good))
         opt, solution = jax.tree.map(partial(_scatter, index=good), (opt, solution), gathered)
     return BatchResult(core, y, observed, scale, opt, solution), np.asarray(opt.status)
+
+
+def _one_at_a_time(design: Design, key: tuple, n: int, n_devices: int) -> bool:
+    """Whether ``n`` responses are fitted one at a time rather than by the batched program of
+    ``key`` (see :func:`fit_responses`); they count against its budget if so."""
+    alone = n_devices == 1 and jax.process_count() == 1
+    small = not blocked(design, shared=True)
+    if not alone or not small or programs.available(key):
+        return False
+    if _fitted_one_by_one[key] + n > ONE_BY_ONE:
+        return False
+    _fitted_one_by_one[key] += n
+    return True
 
 
 def _sizes(design: Design) -> tuple[int, ...]:
