@@ -317,7 +317,7 @@ def _canonical(column: pd.Series, name: str) -> pd.Series:
     categorical of level labels, :func:`_level_label`; strings in code-point order, a
     categorical's categories in their order). Missing values stay missing."""
     if column.dtype.kind in "iuf":  # plain numbers: no need to look at the values
-        return pd.Series(column.to_numpy(np.float64), index=column.index)
+        return pd.Series(column.to_numpy(np.float64, copy=True), index=column.index)
     if isinstance(column.dtype, pd.CategoricalDtype) and all(
         type(c) is str for c in column.cat.categories
     ):  # already a factor of labels
@@ -643,7 +643,7 @@ def _complete_rows(data: pd.DataFrame, sources: dict[str, object], *arrays) -> n
     """Rows with a value in every column the model uses and in each given array."""
     keep = np.ones(len(data), dtype=bool)
     for source in sources.values():
-        keep &= ~data[source].isna().to_numpy()
+        keep &= ~np.asarray(data[source].array.isna())
     for values in arrays:
         if values is not None:
             keep &= ~np.isnan(values)
@@ -693,9 +693,13 @@ def build_design(
     sources = _sources(data, _needed(parsed))
     keep = _complete_rows(data, sources, w_all, offset_all)
     ordered = dict.fromkeys(v for v in map(python_name, map(str, data.columns)) if v in sources)
-    columns = _Columns(
-        {v: _canonical(data[sources[v]][keep], column_name(v)) for v in ordered}, int(keep.sum())
-    )
+    complete = bool(keep.all())  # selecting every row still costs pandas a copy per column
+
+    def column(v):
+        values = data[sources[v]]
+        return _canonical(values if complete else values[keep], column_name(v))
+
+    columns = _Columns({v: column(v) for v in ordered}, int(keep.sum()))
 
     w = np.ones(columns.n) if w_all is None else w_all[keep]
     _check_weights(w, w_label)
