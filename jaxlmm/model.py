@@ -223,6 +223,8 @@ def from_design(design: Design, reml: bool = True, shared: bool = False) -> Mode
 
 def model(formula: str, data: pd.DataFrame, reml: bool = True, weights=None, offset=None) -> Model:
     """Build a :class:`Model` from an lme4 formula and a data frame (lme4's ``lFormula``),
-    laid out as ``lmer`` lays it out (the same numerical path). ``weights`` and ``offset``: an
-    array or a column name."""
-    return from_design(build_design(formula, data, weights, offset), reml, shared=True)
+    laid out as batches lay it out: the first term block-diagonal, so that ``vmap`` over
+    :func:`jaxlmm.estimate` runs the batch engine's numerics (a vmapped program of lmer's dense
+    layout, whose batched LAPACK calls run in XLA's loops, was seen to stall XLA's CPU
+    runtime). ``weights`` and ``offset``: an array or a column name."""
+    return from_design(build_design(formula, data, weights, offset), reml)
