@@ -337,9 +337,12 @@ def satterthwaite_parts(result: BatchResult, fitted: np.ndarray, chunk_size: int
     """(Hessian in varpar, Jacobian of vcov(beta)) of the responses ``fitted``, real sizes.
     Computed in this process alone, also in a multi-process run (it costs little next to the
     fits), so that one process can make the tables. The derivatives are vmapped in the
-    batches' block-diagonal layout, whatever layout fitted the responses: a vmapped program of
-    lmer's dense layout (batched LAPACK calls) was seen to stall XLA's CPU runtime."""
-    core = from_design(result.model.design, result.model.reml)
+    batches' block-diagonal layout, also for responses fitted one at a time in lmer's dense
+    layout: a vmapped program of that layout (batched LAPACK calls) was seen to stall XLA's
+    CPU runtime."""
+    core = result.model
+    if not core.rows.ng1:  # lmer's dense layout
+        core = from_design(core.design, core.reml)
     est = result.estimates
     n_theta = core.rows.layout.active.shape[0]
     varpar = np.column_stack([parameters.pad_theta(est.theta, n_theta), est.sigma])[fitted]

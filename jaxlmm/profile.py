@@ -122,9 +122,11 @@ class _Profile:
     the blocks' divided response."""
 
     def __init__(self, ml):
-        # the batches' layout, not lmer's: term 1 stays block-diagonal and padding is small, so
-        # each of the many Hessians of the searches costs little
-        blocks, scale = from_design(ml.design, reml=False).blocks()
+        # term 1 block-diagonal (lmer's dense layout of small models made afresh in the
+        # batches' layout): each of the many Hessians of the searches costs little
+        blocks, scale = ml.blocks, ml.scale
+        if not ml.model.rows.ng1:
+            blocks, scale = from_design(ml.design, reml=False).blocks()
         self.blocks, self.scale, sizes = blocks, float(scale), ml.sizes
         n_theta, padded, p = len(ml.theta), self.blocks.n_theta, len(ml.fixef)
         self.real = np.concatenate(
