@@ -602,6 +602,9 @@ def _magnitude(values: np.ndarray) -> float:
 def _check_scale(values: np.ndarray, name: str, where: str, limit: float) -> None:
     """Refuse a column whose typical magnitude lies outside [1 / limit, limit], saying by
     how much to rescale it."""
+    sizes = np.abs(values)
+    if np.all((sizes == 0) | ((sizes >= 1 / limit) & (sizes <= limit))):
+        return  # every value in range, so is the typical one
     size = _magnitude(values)
     if size == 0 or 1 / limit <= size <= limit:
         return

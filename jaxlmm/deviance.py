@@ -206,8 +206,8 @@ def _full_system(theta, blocks: Blocks):
 def _shifted(m, shifts: int, mz: int):
     """(shifts, mz, k): row j + d of ``m`` (n, k) at [d, j], zero past the end: the rows that
     the shifted diagonals of Lambda_z combine."""
-    rows = jnp.arange(mz) + jnp.arange(shifts)[:, None]
-    return jnp.pad(m, ((0, shifts), (0, 0)))[rows]
+    padded = jnp.pad(m, ((0, shifts), (0, 0)))
+    return jnp.stack([padded[d : d + mz] for d in range(shifts)])
 
 
 def dense_derivatives(theta, blocks: Blocks, reml, order: int):
@@ -235,7 +235,9 @@ def dense_derivatives(theta, blocks: Blocks, reml, order: int):
     if order == 0:
         return value
     inv = jax.scipy.linalg.solve_triangular(low, jnp.eye(n, dtype=phi.dtype), lower=True)
-    w = inv.T @ (c[:, None] * inv)
+    # one product, kept whole: XLA would fuse it into the elementwise uses below and recompute
+    # each entry per use (about twice the whole Hessian's cost at n = 69)
+    w = jax.lax.optimization_barrier(inv.T @ (c[:, None] * inv))
     shifts = blocks.rest_index.shape[0]
     mask = (blocks.rest_index == jnp.arange(blocks.n_theta)[:, None, None]).astype(phi.dtype)
     kw_diagonals = jnp.sum(_shifted(k, shifts, mz) * w[:, :mz].T, axis=-1)  # (KW)[j+d, j]
@@ -248,10 +250,10 @@ def dense_derivatives(theta, blocks: Blocks, reml, order: int):
     x = r + jnp.swapaxes(r, 1, 2)
     half = jnp.tril(jnp.ones((n, n), phi.dtype)) - 0.5 * jnp.eye(n, dtype=phi.dtype)
     hess_factor = -2 * jnp.einsum("i,uim,tim->tu", c, half * x, x)
-    rows = jnp.arange(mz) + jnp.arange(shifts)[:, None]  # [d, j] = j + d
-    a_shifted = jnp.pad(a, ((0, shifts), (0, shifts)))[
-        rows[:, None, :, None], rows[None, :, None, :]
-    ]
+    padded = jnp.pad(a, ((0, shifts), (0, shifts)))  # [d, e, j, l] = A[j + d, l + e]
+    a_shifted = jnp.stack(
+        [jnp.stack([padded[d : d + mz, e : e + mz] for e in range(shifts)]) for d in range(shifts)]
+    )
     b = a_shifted * w[:mz, :mz].T  # [d, e, j, l] = A[j + d, l + e] W[l, j]
     hess_pattern = 2 * jnp.einsum("tdj,dejl,uel->tu", mask, b, mask)  # <E_t, A E_u W>
     hess = hess_factor + hess_pattern

@@ -32,6 +32,7 @@ from .status import Status
 def criterion(blocks: Blocks, reml) -> Criterion:
     """The criterion of one model's blocks with its exact derivatives."""
     return Criterion(
+        partial(objective, blocks=blocks, reml=reml),
         partial(value_and_grad, blocks=blocks, reml=reml),
         partial(value_grad_hess, blocks=blocks, reml=reml),
     )

@@ -40,6 +40,7 @@ class OptResult(NamedTuple):
 class Criterion(NamedTuple):
     """A smooth function of theta with its derivatives, each a pure JAX function of theta."""
 
+    value: Callable  # theta -> value
     value_and_grad: Callable  # theta -> (value, gradient)
     value_grad_hess: Callable  # theta -> (value, gradient, Hessian)
 
@@ -56,7 +57,7 @@ def autodiff(fun) -> Criterion:
         hess, (value, grad) = jax.jacfwd(grad_and_aux, has_aux=True)(theta)
         return value, grad, hess
 
-    return Criterion(value_and_grad, value_grad_hess)
+    return Criterion(fun, value_and_grad, value_grad_hess)
 
 
 class _BfgsState(NamedTuple):
@@ -254,6 +255,7 @@ def minimize(
     """
     max_iter, newton_steps = iterations
     reuse = quasi_newton and not vmapped  # under vmap, a cond computes both branches
+    value_first = not quasi_newton and not vmapped
     n = theta0.shape[0]
     eye = jnp.eye(n, dtype=theta0.dtype)
     diagonal = diagonal & active
@@ -270,18 +272,28 @@ def minimize(
 
     def body(r: _Round):
         free = active & ~r.point_boundary
-        if reuse:
-            new = jax.lax.cond(
-                r.reuse,
-                lambda: derivatives(r.point, free, r.d.hess),
-                lambda: derivatives(r.point, free),
-            )
-        else:
-            new = derivatives(r.point, free)
         noise = rounding(theta0.dtype) * (1 + jnp.abs(r.d.value))  # a Newton step this near
         slack = jnp.where(r.snapping, _allowed_rise(r.d.value), noise)  # lowers fun below it
         trusted = (r.k == 0) | ((r.k == 1) & quasi_newton)  # the start and the BFGS result
-        accept = trusted | (jnp.isfinite(new.value) & (new.value <= r.d.value + slack))
+
+        def acceptable(value):
+            return trusted | (jnp.isfinite(value) & (value <= r.d.value + slack))
+
+        def fresh():
+            if reuse:
+                return jax.lax.cond(
+                    r.reuse,
+                    lambda: derivatives(r.point, free, r.d.hess),
+                    lambda: derivatives(r.point, free),
+                )
+            return derivatives(r.point, free)
+
+        if value_first:
+            accept = acceptable(criterion.value(r.point))
+            new = jax.lax.cond(accept, fresh, lambda: r.d)
+        else:
+            new = fresh()
+            accept = acceptable(new.value)
         pick = partial(jnp.where, accept)
         theta, d = pick(r.point, r.theta), jax.tree.map(pick, new, r.d)
         exact = pick(~r.reuse, r.exact)

@@ -2,6 +2,7 @@
 one-by-one retry, and no false convergence alarms (refits, response scales)."""
 
 import warnings
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -75,7 +76,7 @@ def test_expensive_hessian_is_kept_after_a_short_newton_step(monkeypatch):
             jax.debug.callback(lambda: calls.append(1))
             return exact.value_grad_hess(theta)
 
-        criterion = optimize.Criterion(exact.value_and_grad, counted)
+        criterion = optimize.Criterion(fun, exact.value_and_grad, counted)
         no, yes = jnp.zeros(3, bool), jnp.ones(3, bool)
         with jax.enable_x64(True):
             start = jnp.asarray([1.0, 0.5, 0.2])
@@ -155,3 +156,35 @@ def test_convergence_check_is_invariant_to_the_response_scale(sleepstudy, scale)
     assert fit.sigma / scale == pytest.approx(base.sigma, rel=1e-8)
     n = base.nobs - 2
     assert fit.objective == pytest.approx(base.objective + 2 * n * np.log(scale), rel=1e-10)
+
+
+def test_rejected_newton_points_cost_their_value_only():
+    """Without quasi-Newton, a single fit evaluates a trial point's value first and its
+    derivatives only if the point is kept: the same optimum with fewer Hessians than the
+    vmapped path, which evaluates every trial point in full."""
+
+    def fun(t):  # Newton's step from |t| > 1 overshoots: rejected, then halved
+        return jnp.sum(jnp.sqrt(1 + (t - jnp.array([0.2, -0.4])) ** 2))
+
+    def fit(vmapped):
+        calls = []
+        exact = autodiff(fun)
+
+        def counted(theta):
+            jax.debug.callback(lambda: calls.append(1))
+            return exact.value_grad_hess(theta)
+
+        criterion = optimize.Criterion(fun, exact.value_and_grad, counted)
+        no, yes = jnp.zeros(2, bool), jnp.ones(2, bool)
+        with jax.enable_x64(True):
+            start = jnp.asarray([3.0, -2.5])
+            run = partial(minimize, criterion, diagonal=no, active=yes, quasi_newton=False)
+            result = jax.jit(lambda t: run(t, vmapped=vmapped))(start)
+        return len(calls), jax.tree.map(np.asarray, result)
+
+    value_first, result = fit(False)
+    in_full, reference = fit(True)
+    assert Status(int(result.status)) is Status.CONVERGED
+    np.testing.assert_allclose(result.theta, [0.2, -0.4], atol=1e-8)
+    np.testing.assert_allclose(result.theta, reference.theta, atol=1e-10)
+    assert value_first < in_full
