@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import jaxlmm
-from jaxlmm import parameters
+from jaxlmm import linalg, parameters
 from jaxlmm.design import build_design
 from jaxlmm.deviance import chain_rule_derivatives, dense_derivatives, objective
 from jaxlmm.model import from_design
@@ -146,6 +146,24 @@ def test_optimiser_derivatives_equal_autodiff(seed, theta, reml, weighted):
             for value, want in zip(got, expected, strict=True):
                 scale = np.max(np.abs(want))
                 np.testing.assert_allclose(value, want, rtol=1e-8, atol=1e-9 * scale)
+
+
+def test_chain_rule_derivatives_with_the_host_inverse(monkeypatch):
+    """The chain-rule derivatives with the dense block inverted by LAPACK from the host (the
+    path of large blocks on CPU, here forced on a small one) equal plain autodiff."""
+    monkeypatch.setattr(linalg, "HOST_LAPACK_MIN", 1)
+    data = make_data(5)
+    formula = "y ~ x + (x | g) + (x | h)"
+    with jax.enable_x64(True):
+        blocks, _ = core_model(formula, data, True, None, False).blocks()
+        theta = jnp.asarray(parameters.pad_theta([0.9, -0.2, 0.6, 1.1, 0.4, 0.7], blocks.n_theta))
+        compiled = jax.jit(lambda t, b: chain_rule_derivatives(t, b)).lower(theta, blocks).compile()
+        assert "callback" in compiled.as_text()
+        expected = autodiff_derivatives(theta, blocks, True)
+        got = compiled(theta, blocks)  # the callback runs in XLA's threads, outside the context
+        for value, want in zip(got, expected, strict=True):
+            scale = np.max(np.abs(want))
+            np.testing.assert_allclose(value, want, rtol=1e-8, atol=1e-9 * scale)
 
 
 @pytest.fixture(scope="module")
