@@ -249,13 +249,15 @@ def dense_derivatives(theta, blocks: Blocks, reml, order: int):
     r = jnp.einsum("aj,tjk->tak", inv[:, :mz], s_t)  # L^{-1} E_t' K L^{-T}
     x = r + jnp.swapaxes(r, 1, 2)
     half = jnp.tril(jnp.ones((n, n), phi.dtype)) - 0.5 * jnp.eye(n, dtype=phi.dtype)
-    hess_factor = -2 * jnp.einsum("i,uim,tim->tu", c, half * x, x)
+    weighted = (c[:, None] * half * x).reshape(x.shape[0], -1)
+    hess_factor = -2 * weighted @ x.reshape(x.shape[0], -1).T
     padded = jnp.pad(a, ((0, shifts), (0, shifts)))  # [d, e, j, l] = A[j + d, l + e]
     a_shifted = jnp.stack(
         [jnp.stack([padded[d : d + mz, e : e + mz] for e in range(shifts)]) for d in range(shifts)]
     )
     b = a_shifted * w[:mz, :mz].T  # [d, e, j, l] = A[j + d, l + e] W[l, j]
-    hess_pattern = 2 * jnp.einsum("tdj,dejl,uel->tu", mask, b, mask)  # <E_t, A E_u W>
+    flat = mask.reshape(mask.shape[0], -1)  # <E_t, A E_u W>
+    hess_pattern = 2 * flat @ jnp.swapaxes(b, 1, 2).reshape(flat.shape[1], -1) @ flat.T
     hess = hess_factor + hess_pattern
     return value, grad, (hess + hess.T) / 2
 
