@@ -235,9 +235,7 @@ def dense_derivatives(theta, blocks: Blocks, reml, order: int):
     if order == 0:
         return value
     inv = jax.scipy.linalg.solve_triangular(low, jnp.eye(n, dtype=phi.dtype), lower=True)
-    # one product, kept whole: XLA would fuse it into the elementwise uses below and recompute
-    # each entry per use (about twice the whole Hessian's cost at n = 69)
-    w = jax.lax.optimization_barrier(inv.T @ (c[:, None] * inv))
+    w = inv.T @ (c[:, None] * inv)
     shifts = blocks.rest_index.shape[0]
     mask = (blocks.rest_index == jnp.arange(blocks.n_theta)[:, None, None]).astype(phi.dtype)
     kw_diagonals = jnp.sum(_shifted(k, shifts, mz) * w[:, :mz].T, axis=-1)  # (KW)[j+d, j]

@@ -245,7 +245,9 @@ def minimize(
     ``quasi_newton`` (and not ``vmapped``), the point reached by an exact Newton step shorter
     than REUSE_STEP gets its value and gradient only, with the Hessian of the point before:
     that Hessian is exact to about the step's length, which is all the final check needs, and
-    it saves the most expensive evaluation of large models.
+    it saves the most expensive evaluation of large models. Without ``quasi_newton`` (and not
+    ``vmapped``), a point is evaluated by its value first and gets its derivatives only if it
+    is kept: a rejected Newton step costs a fraction of a round.
     ``iterations`` (BFGS iterations, Newton steps; may be traced) caps the loops:
     :data:`BATCHED_ITERATIONS` under ``vmap``, where the exact check at the end tells which
     responses did not converge, :data:`EVALUATE_ONLY` for the status of a given point.
