@@ -286,22 +286,22 @@ def value_grad_hess(theta, blocks: Blocks, reml=True):
 
 
 def _times_inverse(dzz, inv, theta, m1: int):
-    """U_j zz^-1 for the tangents U_j = d zz / d phi_j (the later terms' theta last), by one
-    matrix product for all but the last: zz - I is homogeneous of degree 2 in the later terms'
-    theta (Lambda_z is linear in them), so sum_j theta_j U_j = 2 (zz - I) over those, and
+    """U_j zz^-1 for the tangents U_j = d zz / d phi_j (a list, the later terms' theta last),
+    by one matrix product for all but the last: zz - I is homogeneous of degree 2 in the later
+    terms' theta (Lambda_z is linear in them), so sum_j theta_j U_j = 2 (zz - I) over those, and
     U_last zz^-1 = (2 (I - zz^-1) - sum_{j != last} theta_j U_j zz^-1) / theta_last. Where
     theta_last is small next to the others (cancellation), its product is computed too."""
     mz = inv.shape[0]
-    head = (dzz[:-1].reshape(-1, mz) @ inv).reshape(dzz[:-1].shape)
-    later, last = theta[m1:-1], theta[-1]
+    head = [u @ inv for u in dzz[:-1]]
+    last = theta[-1]
 
     def by_homogeneity():
-        rest = jnp.einsum("j,jab->ab", later, head[m1:])
+        rest = sum(theta[m1 + j] * u for j, u in enumerate(head[m1:]))
         return (2 * (jnp.eye(mz, dtype=inv.dtype) - inv) - rest) / last
 
     trusted = jnp.abs(last) >= 0.1 * jnp.max(jnp.abs(theta[m1:]))
     tail = jax.lax.cond(trusted & (last != 0), by_homogeneity, lambda: dzz[-1] @ inv)
-    return jnp.concatenate([head, tail[None]])
+    return head + [tail]
 
 
 def chain_rule_derivatives(theta, blocks: Blocks, reml=True, hessian=True):
@@ -377,15 +377,20 @@ def chain_rule_derivatives(theta, blocks: Blocks, reml=True, hessian=True):
     dzz_1, dzx_1 = jax.vmap(lambda a, b: rest(theta, -a, -b))(d_fill_zz, d_fill_zx)
     _, linear_rest = jax.linearize(lambda th: rest(th, zz_u, zx_u), theta)
     dzz_r, dzx_r = jax.vmap(linear_rest)(later)
-    dzz = jnp.concatenate([dzz_1, dzz_r])
+    dzz = list(dzz_1) + list(dzz_r)  # (mz, mz) each, never stacked
+    n_phi = len(dzz)
     dzx = jnp.concatenate([dzx_1, dzx_r])
     dxx = jnp.concatenate([dxx_1, jnp.zeros((n_theta - m1,) + xx.shape)])
 
     # second derivatives of the criterion in E, along the tangents
-    ds = dxx - jnp.swapaxes(dzx, 1, 2) @ x - x.T @ dzx + x.T @ dzz @ x
+    dzz_x = jnp.stack([u @ x for u in dzz])
+    ds = dxx - jnp.swapaxes(dzx, 1, 2) @ x - x.T @ dzx + x.T @ dzz_x
     u_inv = _times_inverse(dzz, inv, theta, m1)
-    hess_logdet = -jnp.einsum("jab,kba->jk", u_inv, u_inv)
-    resid = dzx - dzz @ x  # d2S[j, k] = -(R_j' zz^-1 R_k + R_k' zz^-1 R_j)
+    traces = {(j, k): jnp.sum(u_inv[j] * u_inv[k].T) for j in range(n_phi) for k in range(j + 1)}
+    hess_logdet = -jnp.array(
+        [[traces[max(j, k), min(j, k)] for k in range(n_phi)] for j in range(n_phi)]
+    )
+    resid = dzx - dzz_x  # d2S[j, k] = -(R_j' zz^-1 R_k + R_k' zz^-1 R_j)
     inv_resid = jnp.einsum("ab,kbr->kar", inv, resid)
     hess_schur = -2 * jnp.einsum("qr,jaq,kar->jk", psi, resid, inv_resid)
     second = jax.vmap(lambda d: jax.jvp(jax.grad(outer), (schur,), (d,))[1])(ds)
