@@ -182,10 +182,8 @@ class _Round(NamedTuple):
     point: jax.Array  # where this round evaluates the derivatives ...
     point_boundary: jax.Array  # ... with these entries held at 0
     snapping: jax.Array  # the point is the best point with one more entry at 0
-    reuse: jax.Array  # the point keeps the Hessian of d (REUSE_STEP)
     theta: jax.Array  # the best point so far ...
     d: _Derivatives  # ... the derivatives there ...
-    exact: jax.Array  # ... whose Hessian is its own
     on_boundary: jax.Array  # ... and its entries held at 0
     tried: jax.Array  # entries already tried at 0
     alpha: jax.Array  # length of the next Newton step along d.direction
@@ -196,7 +194,7 @@ class _Round(NamedTuple):
 
 SHIFTS = (0.0, 1e-8, 1e-5, 1e-3, 1e-1, 1.0, 10.0)  # Levenberg shifts, relative to |H|
 SNAP_READY = 1e-3  # entries are tried at 0 once the Newton step is below this
-REUSE_STEP = 1e-5  # after an exact Newton step this short, an expensive Hessian is kept
+MODEL_STEP = 1e-5  # an exact Newton step this short ends an expensive fit on the model
 
 
 def levenberg(h, g, unrolled=True):
@@ -242,10 +240,11 @@ def minimize(
     they would raise the criterion beyond rounding) while the step exceeds POLISH_TOL; once the
     step is small they try each small diagonal entry at exactly 0, kept there if the criterion
     rises by at most a hair. The derivatives at the last point kept give the status. With
-    ``quasi_newton`` (and not ``vmapped``), the point reached by an exact Newton step shorter
-    than REUSE_STEP gets its value and gradient only, with the Hessian of the point before:
-    that Hessian is exact to about the step's length, which is all the final check needs, and
-    it saves the most expensive evaluation of large models. Without ``quasi_newton`` (and not
+    ``quasi_newton`` (and not ``vmapped``), a plain (not shifted, not halved) exact Newton step
+    shorter than MODEL_STEP ends the fit: the point it reaches gets the value and gradient of the quadratic model (exact to
+    the step's third power, far below the criterion's rounding), which saves the most
+    expensive evaluation of large models; the status is that of the exact derivatives the
+    step came from. Without ``quasi_newton`` (and not
     ``vmapped``), a point is evaluated by its value first and gets its derivatives only if it
     is kept: a rejected Newton step costs a fraction of a round.
     ``iterations`` (BFGS iterations, Newton steps; may be traced) caps the loops:
@@ -256,17 +255,14 @@ def minimize(
     compiles faster.
     """
     max_iter, newton_steps = iterations
-    reuse = quasi_newton and not vmapped  # under vmap, a cond computes both branches
+    model_finish = quasi_newton and not vmapped  # under vmap, every response pays for all
     value_first = not quasi_newton and not vmapped
     n = theta0.shape[0]
     eye = jnp.eye(n, dtype=theta0.dtype)
     diagonal = diagonal & active
 
-    def derivatives(theta, free, hess=None):
-        if hess is None:
-            value, grad, hess = criterion.value_grad_hess(theta)
-        else:
-            value, grad = criterion.value_and_grad(theta)
+    def derivatives(theta, free):
+        value, grad, hess = criterion.value_grad_hess(theta)
         h = jnp.where(free[:, None] & free[None, :], hess, eye)
         g = jnp.where(free, grad, 0.0)
         chol, direction = levenberg(h, g, unrolled=vmapped)
@@ -281,24 +277,14 @@ def minimize(
         def acceptable(value):
             return trusted | (jnp.isfinite(value) & (value <= r.d.value + slack))
 
-        def fresh():
-            if reuse:
-                return jax.lax.cond(
-                    r.reuse,
-                    lambda: derivatives(r.point, free, r.d.hess),
-                    lambda: derivatives(r.point, free),
-                )
-            return derivatives(r.point, free)
-
         if value_first:
             accept = acceptable(criterion.value(r.point))
-            new = jax.lax.cond(accept, fresh, lambda: r.d)
+            new = jax.lax.cond(accept, lambda: derivatives(r.point, free), lambda: r.d)
         else:
-            new = fresh()
+            new = derivatives(r.point, free)
             accept = acceptable(new.value)
         pick = partial(jnp.where, accept)
         theta, d = pick(r.point, r.theta), jax.tree.map(pick, new, r.d)
-        exact = pick(~r.reuse, r.exact)
         on_boundary = pick(r.point_boundary, r.on_boundary)
         alpha = jnp.where(accept | r.snapping, 1.0, r.alpha / 2)
 
@@ -330,32 +316,35 @@ def minimize(
         )
         step = alpha * d.direction
         point = jnp.where(bfgs_next, found, jnp.where(snap, theta.at[j].set(0.0), theta + step))
-        short = newton & exact & (jnp.max(jnp.abs(step)) <= REUSE_STEP)
+        full_step = (alpha == 1) & jnp.all(jnp.isfinite(d.chol))  # neither halved nor shifted
+        finish = model_finish & newton & full_step & (jnp.max(jnp.abs(step)) <= MODEL_STEP)
+        if model_finish:  # the step taken on the quadratic model, exact to its third order
+            moved = d._replace(
+                value=d.value + step @ d.grad + step @ d.hess @ step / 2,
+                grad=d.grad + d.hess @ step,
+            )
+            theta = jnp.where(finish, point, theta)
+            d = jax.tree.map(partial(jnp.where, finish), moved, d)
         return _Round(
             r.k + 1,
             point,
             jnp.where(snap, on_boundary.at[j].set(True), on_boundary),
             snap,
-            short & reuse,
             theta,
             d,
-            exact,
             on_boundary,
             jnp.where(snap, r.tried.at[j].set(True), r.tried),
             alpha,
             r.newton + newton,
             r.iterations + iterations,
-            ~bfgs_next & ~snap & ~newton,
+            (~bfgs_next & ~snap & ~newton) | finish,
         )
 
     nan = jnp.full(n, jnp.nan, theta0.dtype)
     nothing = _Derivatives(jnp.array(jnp.inf, theta0.dtype), nan, eye * jnp.nan, eye, nan, nan)
     no, zero = jnp.zeros(n, dtype=bool), jnp.zeros((), jnp.int32)
     false, one = jnp.array(False), jnp.ones((), theta0.dtype)
-    true = jnp.array(True)
-    start = _Round(
-        zero, theta0, no, false, false, theta0, nothing, true, no, no, one, zero, zero, false
-    )
+    start = _Round(zero, theta0, no, false, theta0, nothing, no, no, one, zero, zero, false)
     r = jax.lax.while_loop(lambda r: ~r.done, body, start)
     d = r.d
     small_step = jnp.max(jnp.abs(d.step)) <= SCALED_GRADIENT_TOL
