@@ -241,10 +241,10 @@ def minimize(
     step is small they try each small diagonal entry at exactly 0, kept there if the criterion
     rises by at most a hair. The derivatives at the last point kept give the status. With
     ``quasi_newton`` (and not ``vmapped``), a plain (not shifted, not halved) exact Newton step
-    shorter than MODEL_STEP ends the fit: the point it reaches gets the value and gradient of the quadratic model (exact to
-    the step's third power, far below the criterion's rounding), which saves the most
-    expensive evaluation of large models; the status is that of the exact derivatives the
-    step came from. Without ``quasi_newton`` (and not
+    shorter than MODEL_STEP ends the fit: the point it reaches gets the value and gradient of
+    the quadratic model (exact to the step's third power, far below the criterion's rounding),
+    which saves the most expensive evaluation of large models; the status is that of the exact
+    derivatives the step came from. Without ``quasi_newton`` (and not
     ``vmapped``), a point is evaluated by its value first and gets its derivatives only if it
     is kept: a rejected Newton step costs a fraction of a round.
     ``iterations`` (BFGS iterations, Newton steps; may be traced) caps the loops:
