@@ -30,6 +30,7 @@ from .linalg import (
 from .optimize import autodiff
 
 CHAIN_RULE_MIN_MZ = 256  # dense blocks from this size use the chain-rule derivatives
+HEAVY_BLOCK = 1024  # the heavy levels' product is formed in lower blocks about this wide
 
 
 def take_theta(theta, index):
@@ -92,7 +93,7 @@ def fill_in(w, blocks: Blocks):
     """What eliminating term 1 subtracts from the later terms' blocks (zz, zx), before Lambda.
 
     Linear in ``w``; the sums run over the stored coupling entries, the light levels' pairs of
-    entries and, as one product of matrices, the heavy levels' dense rows.
+    entries and, as products of matrices, the heavy levels' dense rows.
     """
     mz = blocks.mz
     g = jnp.einsum("iab,ibq->iaq", w, blocks.ax1)
@@ -108,8 +109,15 @@ def fill_in(w, blocks: Blocks):
     low = jax.ops.segment_sum(pair_values, target, num_segments=mz * mz)
     low = low.reshape(mz, mz)
     rows = blocks.heavy_rows
-    heavy = jnp.einsum("lam,lan->mn", rows, jnp.einsum("lab,lbn->lan", w[blocks.heavy_level], rows))
-    return low + low.T - jnp.diag(jnp.diag(low)) + heavy, fill_zx
+    weighted = jnp.einsum("lab,lbn->lan", w[blocks.heavy_level], rows)
+    parts = max(mz // HEAVY_BLOCK, 1)  # the product is symmetric: its lower blocks suffice
+    edges = [mz * k // parts for k in range(parts + 1)]
+    for i in range(parts):
+        for j in range(i + 1):
+            (a, b), (c, d) = edges[i : i + 2], edges[j : j + 2]
+            block = jnp.einsum("lam,lan->mn", rows[:, :, a:b], weighted[:, :, c:d])
+            low = low.at[a:b, c:d].add(jnp.tril(block) if i == j else block)
+    return low + low.T - jnp.diag(jnp.diag(low)), fill_zx
 
 
 def scale_rest(v, zz, zx):

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import jaxlmm
-from jaxlmm import linalg, parameters
+from jaxlmm import deviance, linalg, parameters
 from jaxlmm.design import build_design
 from jaxlmm.deviance import chain_rule_derivatives, dense_derivatives, objective
 from jaxlmm.model import from_design
@@ -164,6 +164,22 @@ def test_chain_rule_derivatives_with_the_host_inverse(monkeypatch):
         for value, want in zip(got, expected, strict=True):
             scale = np.max(np.abs(want))
             np.testing.assert_allclose(value, want, rtol=1e-8, atol=1e-9 * scale)
+
+
+def test_fill_in_by_lower_blocks_equals_the_whole_product(monkeypatch):
+    """The heavy levels' product formed block by block (its lower blocks, mirrored) equals the
+    product formed whole."""
+    data = make_data(6)
+    with jax.enable_x64(True):
+        blocks, _ = core_model("y ~ x + (x | g) + (x | h)", data, True, None, False).blocks()
+        assert np.count_nonzero(blocks.heavy_rows) > 0
+        w = jnp.asarray(np.random.default_rng(0).normal(size=blocks.a11.shape))
+        whole = jax.jit(deviance.fill_in)(w, blocks)
+        monkeypatch.setattr(deviance, "HEAVY_BLOCK", 3)
+        assert blocks.mz // deviance.HEAVY_BLOCK > 1
+        by_blocks = jax.jit(lambda w, b: deviance.fill_in(w, b))(w, blocks)
+    for got, want in zip(by_blocks, whole, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
 @pytest.fixture(scope="module")
