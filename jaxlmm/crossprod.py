@@ -276,7 +276,6 @@ def row_structure(design: Design, shared: bool = True) -> RowStructure:
     is_heavy[heavy] = True
     pair_first, pair_second = _pairs(entry_level, entry_row, ~is_heavy[entry_level])
     sizes = size_class(design, len(entry_level), len(pair_first), len(heavy), shared)
-    ne, pad_pairs = len(entry_level), sizes.npairs - len(pair_first)
     last_entry = sizes.ne - 1  # a padded entry: its values stay zero
     heavy_number = np.full(len(counts), sizes.nheavy, dtype=np.int32)
     heavy_number[heavy] = np.arange(len(heavy))
@@ -288,14 +287,12 @@ def row_structure(design: Design, shared: bool = True) -> RowStructure:
         slot_rows=slot_rows,
         slot_values=slot_values,
         slot_entries=slot_entries,
-        entry_level=np.pad(entry_level, (0, sizes.ne - ne)).astype(np.int32),
-        entry_row=np.pad(entry_row, (0, sizes.ne - ne)).astype(np.int32),
-        pair_first=np.pad(pair_first, (0, pad_pairs), constant_values=last_entry),
-        pair_second=np.pad(pair_second, (0, pad_pairs), constant_values=last_entry),
-        entry_heavy=np.pad(
-            heavy_number[entry_level], (0, sizes.ne - ne), constant_values=sizes.nheavy
-        ),
-        heavy_level=np.pad(heavy, (0, sizes.nheavy - len(heavy))).astype(np.int32),
+        entry_level=_padded(entry_level, sizes.ne, 0, np.int32),
+        entry_row=_padded(entry_row, sizes.ne, 0, np.int32),
+        pair_first=_padded(pair_first, sizes.npairs, last_entry),
+        pair_second=_padded(pair_second, sizes.npairs, last_entry),
+        entry_heavy=_padded(heavy_number[entry_level], sizes.ne, sizes.nheavy),
+        heavy_level=_padded(heavy, sizes.nheavy, 0, np.int32),
         first_index=first_index,
         rest_index=rest_index,
         layout=parameters.theta_layout(tuple(t.n_columns for t in design.terms), sizes.n_theta),
@@ -303,6 +300,13 @@ def row_structure(design: Design, shared: bool = True) -> RowStructure:
         mz=sizes.mz,
         p=sizes.p,
     )
+
+
+def _padded(a: np.ndarray, length: int, value, dtype=None) -> np.ndarray:
+    """``a`` extended to ``length`` with ``value`` (``np.pad`` costs more on small arrays)."""
+    out = np.full(length, value, dtype=dtype or a.dtype)
+    out[: len(a)] = a
+    return out
 
 
 def _segment_sum(values, ids, n: int):

@@ -642,11 +642,11 @@ def _needed(parsed: MixedFormula) -> set[str]:
     return needed
 
 
-def _complete_rows(data: pd.DataFrame, sources: dict[str, object], *arrays) -> np.ndarray:
-    """Rows with a value in every column the model uses and in each given array."""
-    keep = np.ones(len(data), dtype=bool)
-    for source in sources.values():
-        keep &= ~np.asarray(data[source].array.isna())
+def _complete_rows(n: int, columns: list[pd.Series], *arrays) -> np.ndarray:
+    """Of ``n`` rows, those with a value in every column the model uses and in each array."""
+    keep = np.ones(n, dtype=bool)
+    for column in columns:
+        keep &= ~np.asarray(column.array.isna())
     for values in arrays:
         if values is not None:
             keep &= ~np.isnan(values)
@@ -694,13 +694,13 @@ def build_design(
     w_all, w_label = _numeric_argument(weights, data, "weights")
     offset_all, offset_label = _numeric_argument(offset, data, "offset")
     sources = _sources(data, _needed(parsed))
-    keep = _complete_rows(data, sources, w_all, offset_all)
+    used = {v: data[source] for v, source in sources.items()}
+    keep = _complete_rows(len(data), list(used.values()), w_all, offset_all)
     ordered = dict.fromkeys(v for v in map(python_name, map(str, data.columns)) if v in sources)
     complete = bool(keep.all())  # selecting every row still costs pandas a copy per column
 
     def column(v):
-        values = data[sources[v]]
-        return _canonical(values if complete else values[keep], column_name(v))
+        return _canonical(used[v] if complete else used[v][keep], column_name(v))
 
     columns = _Columns({v: column(v) for v in ordered}, int(keep.sum()))
 
