@@ -167,7 +167,8 @@ def _environment() -> tuple:
     """What an executable depends on beyond its program: jaxlmm's source, JAX, the device and
     (on CPU) the instruction set it was compiled for. The device's id counts too: an executable
     runs on the device it was compiled for, and the processes of a multi-process run (which may
-    share the cache) each have their own."""
+    share the cache) each have their own. So does the number of devices: an executable loaded
+    where there are more expects its arguments on all of them."""
     source = hashlib.sha256()
     for file in sorted(Path(__file__).parent.glob("*.py")):
         source.update(file.read_bytes())
@@ -178,6 +179,8 @@ def _environment() -> tuple:
         device.platform,
         device.device_kind,
         device.id,
+        jax.local_device_count(),
+        jax.process_count(),
         platform.machine(),
         _cpu_flags(),
     )

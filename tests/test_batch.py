@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -222,13 +223,18 @@ SHARDED = textwrap.dedent(
 )
 
 
-@pytest.mark.slow  # a fresh process compiles the batch fit for four devices
-def test_sharded_equals_unsharded():
+@pytest.mark.slow  # fresh processes compile the batch fit for one device, then for four
+def test_sharded_equals_unsharded(tmp_path):
+    """Also: programs that a one-device process left in the disk cache are not loaded where
+    there are four devices."""
+    env = dict(os.environ, JAXLMM_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("JAXLMM_NO_CACHE", None)
+    single = "import jaxlmm; jaxlmm.lmer('y ~ Days + (Days | Subject)', jaxlmm.datasets.load("
+    single += "'sleepstudy').rename(columns={'Reaction': 'y'}))"
+    run = partial(subprocess.run, capture_output=True, text=True, timeout=600)
+    assert run([sys.executable, "-c", single], env=env).returncode == 0
     flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-    env = dict(os.environ, XLA_FLAGS=flags)
-    out = subprocess.run(
-        [sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True, timeout=600
-    )
+    out = run([sys.executable, "-c", SHARDED], env=dict(env, XLA_FLAGS=flags))
     assert out.returncode == 0, out.stderr[-3000:]
     assert "sharded ok" in out.stdout
 
