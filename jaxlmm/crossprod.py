@@ -123,8 +123,8 @@ class Blocks:
     entry_level: np.ndarray  # (ne,) int: term-1 level of each coupling entry
     entry_row: np.ndarray  # (ne,) int: rest-Z row of each coupling entry
     entry_values: np.ndarray  # (ne, s1)
-    pair_first: np.ndarray  # (npair,) int: the entry with the larger rest row of each pair ...
-    pair_second: np.ndarray  # (npair,) int: ... and the other (pairs of light levels only)
+    pair_level: np.ndarray  # (npair,) int: term-1 level of each pair of entries (light levels)
+    pair_target: np.ndarray  # (npair,) int: where in the flat (mz, mz) block it lands (lower)
     pair_products: np.ndarray  # (npair, s1, s1): outer products of the two entries' values
     heavy_level: np.ndarray  # (nheavy,) int: the heavy levels
     heavy_rows: np.ndarray  # (nheavy, s1, mz): their coupling with the later terms, dense
@@ -371,6 +371,8 @@ def blocks_from_rows(rs: RowStructure, y, x, weights) -> Blocks:
         entry_values[rs.pair_first][:, :, None] * entry_values[rs.pair_second][:, None, :]
     )
     heavy_rows = _heavy_rows(rs, entry_values, mz)
+    index_type = np.int32 if mz * mz < 2**31 else np.int64
+    first_row = rs.entry_row[rs.pair_first].astype(index_type)
     positive = w > 0
     return Blocks(
         a11=a11,
@@ -381,8 +383,8 @@ def blocks_from_rows(rs: RowStructure, y, x, weights) -> Blocks:
         entry_level=rs.entry_level,
         entry_row=rs.entry_row,
         entry_values=entry_values,
-        pair_first=rs.pair_first,
-        pair_second=rs.pair_second,
+        pair_level=rs.entry_level[rs.pair_first],
+        pair_target=first_row * mz + rs.entry_row[rs.pair_second],
         pair_products=pair_products,
         heavy_level=rs.heavy_level,
         heavy_rows=heavy_rows,

@@ -102,11 +102,8 @@ def fill_in(w, blocks: Blocks):
         blocks.entry_row,
         num_segments=mz,
     )
-    first, second = blocks.pair_first, blocks.pair_second
-    pair_values = jnp.einsum("kab,kab->k", blocks.pair_products, w[blocks.entry_level[first]])
-    index_type = jnp.int32 if mz * mz < 2**31 else jnp.int64
-    target = blocks.entry_row[first].astype(index_type) * mz + blocks.entry_row[second]
-    low = jax.ops.segment_sum(pair_values, target, num_segments=mz * mz)
+    pair_values = jnp.einsum("kab,kab->k", blocks.pair_products, w[blocks.pair_level])
+    low = jax.ops.segment_sum(pair_values, blocks.pair_target, num_segments=mz * mz)
     low = low.reshape(mz, mz)
     rows = blocks.heavy_rows
     weighted = jnp.einsum("lab,lbn->lan", w[blocks.heavy_level], rows)
