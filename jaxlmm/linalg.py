@@ -1,8 +1,10 @@
-"""Small dense factorisations over a batch axis, unrolled into elementwise arithmetic.
+"""Dense factorisations at both ends of the size range.
 
 A term with ``s`` columns per level gives one ``s x s`` block per level. Batched LAPACK calls
 on such tiny matrices are slow (per-matrix overhead), so the loops over the ``s`` rows and
-columns are unrolled in Python and every operation acts on the whole batch at once.
+columns are unrolled in Python and every operation acts on the whole batch at once. The dense
+block of a large crossed design is inverted by LAPACK called from the host on CPU
+(:func:`spd_inverse_and_logdet`).
 """
 
 from __future__ import annotations

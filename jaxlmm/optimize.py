@@ -244,9 +244,9 @@ def minimize(
     shorter than MODEL_STEP ends the fit: the point it reaches gets the value and gradient of
     the quadratic model (exact to the step's third power, far below the criterion's rounding),
     which saves the most expensive evaluation of large models; the status is that of the exact
-    derivatives the step came from. Without ``quasi_newton`` (and not
-    ``vmapped``), a point is evaluated by its value first and gets its derivatives only if it
-    is kept: a rejected Newton step costs a fraction of a round.
+    derivatives the step came from. Without ``quasi_newton`` (and not ``vmapped``), a point is
+    evaluated by its value first and gets its derivatives only if it is kept: a rejected Newton
+    step costs a fraction of a round.
     ``iterations`` (BFGS iterations, Newton steps; may be traced) caps the loops:
     :data:`BATCHED_ITERATIONS` under ``vmap``, where the exact check at the end tells which
     responses did not converge, :data:`EVALUATE_ONLY` for the status of a given point.
