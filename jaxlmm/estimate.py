@@ -21,7 +21,7 @@ import numpy as np
 
 from . import parameters
 from .crossprod import Blocks
-from .deviance import expensive_hessian, objective, value_and_grad, value_grad_hess
+from .deviance import expensive_hessian, is_dense, objective, value_and_grad, value_grad_hess
 from .linalg import cho_solve, cholesky
 from .model import Model
 from .optimize import ITERATIONS, Criterion, minimize
@@ -47,7 +47,9 @@ def fit_blocks(
     where the exact Hessian is expensive (a large dense block after a block-diagonal term);
     elsewhere Newton's method alone is as fast and its program compiles faster. Batches pass
     ``True``: under ``vmap`` BFGS's cheap iterations let every response converge in step.
-    ``vmapped``: the program runs under ``vmap`` (see :func:`optimize.minimize`)."""
+    ``vmapped``: the program runs under ``vmap`` (see :func:`optimize.minimize`). Trial points
+    are evaluated by their value first except in the dense layout of small models, whose
+    program is the one a session compiles first (see ``value_first`` there)."""
     layout = blocks.layout
     result = minimize(
         criterion(blocks, reml),
@@ -57,6 +59,7 @@ def fit_blocks(
         iterations,
         quasi_newton=expensive_hessian(blocks) if quasi_newton is None else quasi_newton,
         vmapped=vmapped,
+        value_first=not is_dense(blocks),
     )
     theta = parameters.canonical_theta(result.theta, layout)
     return result._replace(theta=theta), solve(theta, blocks)

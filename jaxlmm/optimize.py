@@ -228,6 +228,7 @@ def minimize(
     gtol=1e-6,
     quasi_newton: bool = True,
     vmapped: bool = False,
+    value_first: bool = False,
 ) -> OptResult:
     """Minimise ``criterion`` from ``theta0``. ``diagonal`` (bool per entry) marks entries
     bounded at 0; ``active`` the entries that the criterion depends on (the others are padding,
@@ -245,9 +246,10 @@ def minimize(
     (MODEL_STEP_LARGE with ``quasi_newton``) ends the fit: the point it reaches gets the value
     and gradient of the quadratic model (exact to the step's third power, far below the
     criterion's rounding), which saves one exact evaluation, the most expensive one of large
-    models; the status is that of the exact derivatives the step came from. Without
-    ``quasi_newton`` (and not ``vmapped``), a point is evaluated by its value first and gets
-    its derivatives only if it is kept: a rejected Newton step costs a fraction of a round.
+    models; the status is that of the exact derivatives the step came from. With
+    ``value_first`` (for Newton's method alone, not ``vmapped``), a point is evaluated by its
+    value first and gets its derivatives only if it is kept: a rejected Newton step costs a
+    fraction of a round, and the program compiles a little longer.
     ``iterations`` (BFGS iterations, Newton steps; may be traced) caps the loops:
     :data:`BATCHED_ITERATIONS` under ``vmap``, where the exact check at the end tells which
     responses did not converge, :data:`EVALUATE_ONLY` for the status of a given point.
@@ -257,7 +259,7 @@ def minimize(
     """
     max_iter, newton_steps = iterations
     model_finish = not vmapped  # under vmap, every response waits for the slowest anyway
-    value_first = not quasi_newton and not vmapped
+    value_first = value_first and not quasi_newton and not vmapped
     n = theta0.shape[0]
     eye = jnp.eye(n, dtype=theta0.dtype)
     diagonal = diagonal & active

@@ -183,7 +183,9 @@ def test_rejected_newton_points_cost_their_value_only():
         no, yes = jnp.zeros(2, bool), jnp.ones(2, bool)
         with jax.enable_x64(True):
             start = jnp.asarray([3.0, -2.5])
-            run = partial(minimize, criterion, diagonal=no, active=yes, quasi_newton=False)
+            run = partial(
+                minimize, criterion, diagonal=no, active=yes, quasi_newton=False, value_first=True
+            )
             result = jax.jit(lambda t: run(t, vmapped=vmapped))(start)
         return len(calls), jax.tree.map(np.asarray, result)
 
