@@ -27,7 +27,7 @@ from .crossprod import RowStructure, blocked, blocks_from_rows
 from .design import Design
 from .estimate import Estimates, assemble, fit_blocks
 from .inference import varpar_jacobians
-from .model import Model, from_design, response_scale
+from .model import Model, block_diagonal, from_design, response_scale
 from .optimize import BATCHED_ITERATIONS, ITERATIONS, OptResult
 from .solution import Solution
 from .status import Status
@@ -337,12 +337,9 @@ def satterthwaite_parts(result: BatchResult, fitted: np.ndarray, chunk_size: int
     """(Hessian in varpar, Jacobian of vcov(beta)) of the responses ``fitted``, real sizes.
     Computed in this process alone, also in a multi-process run (it costs little next to the
     fits), so that one process can make the tables. The derivatives are vmapped in the
-    batches' block-diagonal layout, also for responses fitted one at a time in lmer's dense
-    layout: a vmapped program of that layout (batched LAPACK calls) was seen to stall XLA's
-    CPU runtime."""
-    core = result.model
-    if not core.rows.ng1:  # lmer's dense layout
-        core = from_design(core.design, core.reml)
+    batches' layout (:func:`model.block_diagonal`), also for responses fitted one at a time in
+    lmer's."""
+    core = block_diagonal(result.model)
     est = result.estimates
     n_theta = core.rows.layout.active.shape[0]
     varpar = np.column_stack([parameters.pad_theta(est.theta, n_theta), est.sigma])[fitted]

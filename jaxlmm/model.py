@@ -221,6 +221,14 @@ def from_design(design: Design, reml: bool = True, shared: bool = False) -> Mode
     )
 
 
+def block_diagonal(core: Model) -> Model:
+    """``core`` in the batches' layout, its first term block-diagonal: lmer's dense layout of
+    small models made afresh, any other model as it is. Vmapped programs and searches that
+    take many Hessians run in it (a vmapped program of the dense layout, whose batched LAPACK
+    calls run in XLA's loops, was seen to stall XLA's CPU runtime)."""
+    return core if core.rows.ng1 else from_design(core.design, core.reml)
+
+
 def model(formula: str, data: pd.DataFrame, reml: bool = True, weights=None, offset=None) -> Model:
     """Build a :class:`Model` from an lme4 formula and a data frame (lme4's ``lFormula``),
     laid out as batches lay it out: the first term block-diagonal, so that ``vmap`` over

@@ -26,7 +26,7 @@ from scipy import special
 from . import parameters, programs
 from .crossprod import Blocks
 from .deviance import reduced_system
-from .model import from_design
+from .model import block_diagonal
 from .optimize import autodiff, levenberg
 
 MAX_STEPS = 30  # Newton steps on zeta per bound
@@ -122,11 +122,9 @@ class _Profile:
     the blocks' divided response."""
 
     def __init__(self, ml):
-        # term 1 block-diagonal (lmer's dense layout of small models made afresh in the
-        # batches' layout): each of the many Hessians of the searches costs little
-        blocks, scale = ml.blocks, ml.scale
-        if not ml.model.rows.ng1:
-            blocks, scale = from_design(ml.design, reml=False).blocks()
+        # term 1 block-diagonal: each of the many Hessians of the searches costs little
+        core = block_diagonal(ml.model)
+        blocks, scale = (ml.blocks, ml.scale) if core is ml.model else core.blocks()
         self.blocks, self.scale, sizes = blocks, float(scale), ml.sizes
         n_theta, padded, p = len(ml.theta), self.blocks.n_theta, len(ml.fixef)
         self.real = np.concatenate(
