@@ -194,8 +194,7 @@ class _Round(NamedTuple):
 
 SHIFTS = (0.0, 1e-8, 1e-5, 1e-3, 1e-1, 1.0, 10.0)  # Levenberg shifts, relative to |H|
 SNAP_READY = 1e-3  # entries are tried at 0 once the Newton step is below this
-MODEL_STEP = 1e-4  # a plain exact Newton step this short ends a single fit on the model ...
-MODEL_STEP_LARGE = 1e-5  # ... with quasi-Newton (large models: a larger curvature)
+MODEL_STEP = 1e-5  # a plain exact Newton step this short ends an expensive fit on the model
 
 
 def levenberg(h, g, unrolled=True):
@@ -241,12 +240,14 @@ def minimize(
     coordinates (Levenberg-shifted where the Hessian is not positive definite, halved when
     they would raise the criterion beyond rounding) while the step exceeds POLISH_TOL; once the
     step is small they try each small diagonal entry at exactly 0, kept there if the criterion
-    rises by at most a hair. The derivatives at the last point kept give the status. Not
-    ``vmapped``, a plain (not shifted, not halved) exact Newton step shorter than MODEL_STEP
-    (MODEL_STEP_LARGE with ``quasi_newton``) ends the fit: the point it reaches gets the value
-    and gradient of the quadratic model (exact to the step's third power, far below the
-    criterion's rounding), which saves one exact evaluation, the most expensive one of large
-    models; the status is that of the exact derivatives the step came from. With
+    rises by at most a hair. The derivatives at the last point kept give the status. With
+    ``quasi_newton`` (and not ``vmapped``), a plain (not shifted, not halved) exact Newton step
+    shorter than MODEL_STEP ends the fit: the point it reaches gets the value and gradient of
+    the quadratic model (exact to the step's third power, far below the criterion's rounding),
+    which saves the most expensive evaluation of large models; the status is that of the exact
+    derivatives the step came from. Newton's method alone polishes on to POLISH_TOL: its
+    evaluations are cheap, and the optimum is then the same to 1e-10 whichever way it is
+    reached (a single fit, a vmapped batch). With
     ``value_first`` (for Newton's method alone, not ``vmapped``), a point is evaluated by its
     value first and gets its derivatives only if it is kept: a rejected Newton step costs a
     fraction of a round, and the program compiles a little longer.
@@ -258,7 +259,7 @@ def minimize(
     compiles faster.
     """
     max_iter, newton_steps = iterations
-    model_finish = not vmapped  # under vmap, every response waits for the slowest anyway
+    model_finish = quasi_newton and not vmapped  # under vmap, every response waits anyway
     value_first = value_first and not quasi_newton and not vmapped
     n = theta0.shape[0]
     eye = jnp.eye(n, dtype=theta0.dtype)
@@ -320,8 +321,7 @@ def minimize(
         step = alpha * d.direction
         point = jnp.where(bfgs_next, found, jnp.where(snap, theta.at[j].set(0.0), theta + step))
         full_step = (alpha == 1) & jnp.all(jnp.isfinite(d.chol))  # neither halved nor shifted
-        limit = MODEL_STEP_LARGE if quasi_newton else MODEL_STEP
-        finish = model_finish & newton & full_step & (jnp.max(jnp.abs(step)) <= limit)
+        finish = model_finish & newton & full_step & (jnp.max(jnp.abs(step)) <= MODEL_STEP)
         if model_finish:  # the step on the quadratic model: H step = -gradient where free
             theta = jnp.where(finish, point, theta)
             d = d._replace(

@@ -68,7 +68,7 @@ def test_expensive_fit_ends_on_the_model_after_a_short_newton_step(monkeypatch):
         return 1e6 * (jnp.sum((t - centre) ** 2) + jnp.sum(jnp.cosh(t)) + t[0] * t[1] ** 3)
 
     def fit(model_step):
-        monkeypatch.setattr(optimize, "MODEL_STEP_LARGE", model_step)
+        monkeypatch.setattr(optimize, "MODEL_STEP", model_step)
         calls = []
         exact = autodiff(fun)
 
@@ -166,7 +166,7 @@ def test_convergence_check_is_invariant_to_the_response_scale(sleepstudy, scale)
 def test_rejected_newton_points_cost_their_value_only():
     """Without quasi-Newton, a single fit evaluates a trial point's value first and its
     derivatives only if the point is kept: the same optimum with fewer Hessians than the
-    vmapped path, which evaluates every trial point in full, and the value reported there."""
+    vmapped path, which evaluates every trial point in full."""
 
     def fun(t):  # Newton's step from |t| > 1 overshoots: rejected, then halved
         return jnp.sum(jnp.sqrt(1 + (t - jnp.array([0.2, -0.4])) ** 2))
@@ -193,7 +193,7 @@ def test_rejected_newton_points_cost_their_value_only():
     in_full, reference = fit(True)
     assert Status(int(result.status)) is Status.CONVERGED
     np.testing.assert_allclose(result.theta, [0.2, -0.4], atol=1e-8)
-    with jax.enable_x64(True):  # the last short step may end on the model: exact to rounding
+    with jax.enable_x64(True):
         np.testing.assert_allclose(result.value, fun(jnp.asarray(result.theta)), rtol=1e-14)
     np.testing.assert_allclose(result.theta, reference.theta, atol=1e-10)
     assert value_first < in_full
