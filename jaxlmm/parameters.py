@@ -118,34 +118,105 @@ def varcorr_order(sizes: tuple[int, ...]) -> np.ndarray:
 
 
 def starting_theta(design, floor: float = 0.1, sweeps: int = 3) -> np.ndarray:
-    """A start for the optimiser: lme4's identity factors, except that a random intercept gets
-    a moment estimate of its relative SD (between-level variance of backfitted level means over
-    the residual variance). A nearby start saves most of the iterations on crossed designs.
-    Estimates are floored at ``floor``: theta = 0 is a stationary point to be reached, not left.
+    """A start for the optimiser near the optimum: a moment estimate of each term's covariance
+    relative to the residual variance. Each term's per-level coefficients are fitted to what
+    the fixed effects and the other terms leave of the response (backfitting); their
+    covariance across levels, less their mean sampling covariance, estimates the term's. A
+    nearby start saves most of the iterations of crossed designs and of random slopes.
+    Eigenvalues are floored at ``floor``^2: theta = 0 is a stationary point to be reached, not
+    left. Levels whose columns are (nearly) collinear inform no moment.
     """
     x, y, w = design.x, design.y - design.offset, design.weights
     y = y / max(np.max(np.abs(y)), np.finfo(float).tiny)  # theta is scale-free
     sqrt_w = np.sqrt(w)
     resid = y - x @ np.linalg.lstsq(x * sqrt_w[:, None], y * sqrt_w, rcond=None)[0]
-    intercepts = [k for k, t in enumerate(design.terms) if t.names == ("(Intercept)",)]
-    effects = {k: np.zeros(design.terms[k].n_levels) for k in intercepts}
-    counts = {k: np.bincount(design.terms[k].codes, weights=w) for k in intercepts}
-    for _ in range(sweeps):
-        for k in intercepts:
-            codes = design.terms[k].codes
-            partial = resid - sum(effects[j][design.terms[j].codes] for j in intercepts if j != k)
-            effects[k] = np.bincount(codes, weights=w * partial) / counts[k]
-    remaining = resid - sum(effects[k][design.terms[k].codes] for k in intercepts)
-    dof = max(len(y) - sum(len(e) for e in effects.values()) - x.shape[1], 1)
-    sigma2 = max(np.sum(w * remaining**2) / dof, np.finfo(float).tiny)
-    theta = []
-    for k, term in enumerate(design.terms):
-        start = initial_theta((term.n_columns,))
-        if k in effects:
-            between = np.var(effects[k]) - np.mean(sigma2 / counts[k])
-            start = np.array([max(np.sqrt(max(between, 0.0) / sigma2), floor)])
-        theta.append(start)
-    return np.concatenate(theta)
+    terms = design.terms
+    fits = [_LevelFit(term, w) for term in terms]
+    fitted = [np.zeros_like(resid) for _ in terms]
+    total = np.zeros_like(resid)
+    order = _outer_first(terms)
+    for _ in range(sweeps if len(terms) > 1 else 1):  # one term: nothing to backfit
+        for k in order:
+            new = fits[k].fit(w * (resid - total + fitted[k]))
+            total, fitted[k] = total + (new - fitted[k]), new
+    fitted_effects = sum(np.sum(f.informative) * f.term.n_columns for f in fits)
+    dof = max(len(y) - fitted_effects - x.shape[1], 1)
+    sigma2 = max(np.sum(w * (resid - total) ** 2) / dof, np.finfo(float).tiny)
+    return np.concatenate([fit.theta(sigma2, floor) for fit in fits])
+
+
+class _LevelFit:
+    """Least squares of a response on one term's columns, level by level."""
+
+    def __init__(self, term, w):
+        self.term = term
+        z = term.z
+        self.intercept = term.n_columns == 1 and bool(np.all(z == 1))
+        gram = _level_sums(z[:, :, None] * (w[:, None] * z)[:, None, :], term)
+        if term.n_columns == 1:
+            self.informative = gram[:, 0, 0] > 0
+            self.inverse = 1 / np.where(self.informative, gram[:, 0, 0], np.inf)
+        else:
+            eigen = np.linalg.eigvalsh(gram)
+            self.informative = eigen[:, 0] > 1e-8 * eigen[:, -1]
+            kept = self.informative[:, None, None]  # the others get no effects
+            self.inverse = kept * np.linalg.inv(np.where(kept, gram, np.eye(term.n_columns)))
+        self.effects = np.zeros((term.n_levels, term.n_columns))
+
+    def fit(self, weighted: np.ndarray) -> np.ndarray:
+        """Fit to the response whose products with the weights are ``weighted``; the fitted
+        values."""
+        term = self.term
+        if term.n_columns == 1:
+            z = None if self.intercept else term.z[:, 0]
+            sums = _level_sums(weighted if z is None else z * weighted, term)
+            self.effects = (sums * self.inverse)[:, None]
+            return self.effects[term.codes, 0] if z is None else z * self.effects[term.codes, 0]
+        rhs = _level_sums(term.z * weighted[:, None], term)
+        self.effects = (self.inverse @ rhs[..., None])[..., 0]
+        return np.sum(term.z * self.effects[term.codes], axis=1)
+
+    def theta(self, sigma2: float, floor: float) -> np.ndarray:
+        """The term's theta from the moments of its informative levels' effects."""
+        s = self.term.n_columns
+        b, inverse = self.effects[self.informative], self.inverse[self.informative]
+        if len(b) < 2:
+            return initial_theta((s,))
+        centered = b - b.mean(axis=0)
+        between = centered.T @ centered / len(b)
+        if s == 1:
+            sd = np.sqrt(max((between[0, 0] - sigma2 * np.mean(inverse)) / sigma2, floor**2))
+            return np.array([sd])
+        cov = (between - sigma2 * np.mean(inverse, axis=0)) / sigma2
+        values, vectors = np.linalg.eigh(cov)
+        t = np.linalg.cholesky((vectors * np.maximum(values, floor**2)) @ vectors.T)
+        return t[tril_indices(s)]
+
+
+def _outer_first(terms) -> list[int]:
+    """The terms in the order backfitting sweeps them: a term nested in another (every level
+    within one level of the other, as cask within batch) after it, so that the inner term does
+    not take the outer term's level means first."""
+
+    def nested(inner, outer) -> bool:
+        if inner.n_levels <= outer.n_levels:
+            return False
+        parent = np.zeros(inner.n_levels, dtype=outer.codes.dtype)
+        parent[inner.codes] = outer.codes
+        return bool(np.all(parent[inner.codes] == outer.codes))
+
+    depth = [sum(nested(t, o) for o in terms if o is not t) for t in terms]
+    return sorted(range(len(terms)), key=depth.__getitem__)
+
+
+def _level_sums(values: np.ndarray, term) -> np.ndarray:
+    """Sums of ``values`` (n, ...) over the observations of each of the term's levels."""
+    flat = values.reshape(len(values), -1)
+    sums = [
+        np.bincount(term.codes, weights=flat[:, j], minlength=term.n_levels)
+        for j in range(flat.shape[1])
+    ]
+    return np.stack(sums, axis=-1).reshape((term.n_levels,) + values.shape[1:])
 
 
 # --- theta padded to a size class, its layout as data -------------------------------------

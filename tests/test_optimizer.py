@@ -7,6 +7,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 
 import jaxlmm
@@ -197,3 +198,45 @@ def test_rejected_newton_points_cost_their_value_only():
         np.testing.assert_allclose(result.value, fun(jnp.asarray(result.theta)), rtol=1e-14)
     np.testing.assert_allclose(result.theta, reference.theta, atol=1e-10)
     assert value_first < in_full
+
+
+@pytest.mark.parametrize(
+    "data, formula",
+    [
+        ("sleepstudy", "Reaction ~ Days + (Days | Subject)"),
+        ("sleepstudy", "Reaction ~ Days + (1 | Subject) + (0 + Days | Subject)"),
+        ("Pastes", "strength ~ 1 + (1 | batch/cask)"),
+        ("Penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)"),
+    ],
+)
+def test_moment_start_is_near_the_optimum(data, formula):
+    """The start of random slopes and of nested terms comes from moments, not identity factors:
+    each SD within a factor of 2 of the optimum's (lme4's identity start is 4 times the
+    sleepstudy slope's, and a nested term swept before its outer one starts the outer at 0)."""
+    frame = jaxlmm.datasets.load(data)
+    start = jaxlmm.model(formula, frame).info.start
+    fit = jaxlmm.lmer(formula, frame)
+    sizes = fit.sizes
+    sd_start = jaxlmm.parameters.sdcor_values(start, sizes, 1.0)[:-1]
+    sd_fit = jaxlmm.parameters.sdcor_values(fit.theta, sizes, 1.0)[:-1]
+    diagonal = jaxlmm.parameters.diagonal_mask(sizes)
+    ratio = sd_start[diagonal] / sd_fit[diagonal]
+    assert np.all((ratio > 0.5) & (ratio < 2)), ratio
+
+
+def test_start_of_terms_without_informative_levels():
+    """Levels whose columns are collinear (a slope on x, x constant within each level) inform
+    no moment: the term starts from lme4's identity factor and the fit converges."""
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"g": np.repeat(np.arange(30), 4), "h": np.arange(120) // 3})
+    frame["x"] = rng.normal(size=40)[frame.h]
+    frame["y"] = rng.normal(size=30)[frame.g] + rng.normal(size=120)
+    formula = "y ~ x + (1 | g) + (x | h)"
+    core = jaxlmm.model(formula, frame)
+    assert [t.group for t in core.design.terms] == ["h", "g"]
+    np.testing.assert_array_equal(core.info.start[:3], [1.0, 0.0, 1.0])
+    assert core.info.start[3] > 0.5  # the informative intercept term has its moment estimate
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = jaxlmm.lmer(formula, frame)
+    assert np.isfinite(fit.objective)
