@@ -374,7 +374,7 @@ def blocks_from_rows(rs: RowStructure, y, x, weights) -> Blocks:
     index_type = np.int32 if mz * mz < 2**31 else np.int64
     first_row = rs.entry_row[rs.pair_first].astype(index_type)
     positive = w > 0
-    return Blocks(
+    blocks = Blocks(
         a11=a11,
         ax1=ax1,
         axx=axx,
@@ -395,3 +395,20 @@ def blocks_from_rows(rs: RowStructure, y, x, weights) -> Blocks:
         rest_index=rs.rest_index,
         layout=rs.layout,
     )
+    return jax.tree.map(_in_place, blocks) if host else blocks
+
+
+IN_PLACE_ALIGNMENT = 64  # XLA's CPU client reads a host array in place when it is this aligned
+IN_PLACE_MIN_BYTES = 2**20
+
+
+def _in_place(a: np.ndarray) -> np.ndarray:
+    """``a``, in memory that XLA's CPU client uses without a copy of its own (NumPy aligns to
+    16 bytes only): a large design's blocks are read by the compiled fit where they lie."""
+    if a.nbytes < IN_PLACE_MIN_BYTES or a.ctypes.data % IN_PLACE_ALIGNMENT == 0:
+        return a
+    buffer = np.empty(a.nbytes + IN_PLACE_ALIGNMENT, dtype=np.uint8)
+    start = -buffer.ctypes.data % IN_PLACE_ALIGNMENT
+    out = buffer[start : start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out

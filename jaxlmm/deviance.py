@@ -61,6 +61,16 @@ def lambda_times(u, v):
     return sum(jnp.pad(s, ((d, 0), (0, 0)))[:mz] for d, s in enumerate(scaled))
 
 
+def lambda_transpose_times(m, v):
+    """``Lambda_z' @ m`` for ``m`` (mz, k): row j is sum_d v[d, j] m[j + d] (no transposed
+    copy of ``m``: for a large dense block that is a matrix less in memory)."""
+    shifts, mz = v.shape
+    if not mz:
+        return m
+    padded = jnp.pad(m, ((0, shifts - 1), (0, 0)))
+    return sum(v[d][:, None] * padded[d : d + mz] for d in range(shifts))
+
+
 class RestBlocks(NamedTuple):
     """Term 1's factor and the rest of the system after eliminating term 1 (Schur complement)."""
 
@@ -118,8 +128,8 @@ def fill_in(w, blocks: Blocks):
 
 
 def scale_rest(v, zz, zx):
-    """Lambda_z' zz Lambda_z and Lambda_z' zx (linear in ``zz`` and ``zx``; zz symmetric)."""
-    return times_lambda(times_lambda(zz, v).T, v), times_lambda(zx.T, v).T
+    """Lambda_z' zz Lambda_z and Lambda_z' zx (linear in ``zz`` and ``zx``)."""
+    return lambda_transpose_times(times_lambda(zz, v), v), lambda_transpose_times(zx, v)
 
 
 def eliminate_first_term(theta, blocks: Blocks) -> RestBlocks:

@@ -238,3 +238,19 @@ def test_devfun_at_the_optimum_is_the_objective(base_fit):
     with jax.enable_x64(True):
         value = float(jaxlmm.devfun(FORMULA, data)(fit.theta))
     assert value == pytest.approx(fit.objective, rel=1e-12)
+
+
+def test_large_host_blocks_are_read_in_place():
+    """Large host blocks are 64-byte aligned copies (NumPy aligns to 16 bytes only), which
+    XLA's CPU client reads where they lie instead of copying them once more per fit."""
+    from jaxlmm.crossprod import IN_PLACE_MIN_BYTES, _in_place
+
+    a = np.arange(IN_PLACE_MIN_BYTES // 8 + 2, dtype=np.float64)[1:]  # 8 bytes off alignment
+    assert a.ctypes.data % 64 != 0
+    out = _in_place(a)
+    assert out.ctypes.data % 64 == 0 and np.array_equal(out, a)
+    if jax.default_backend() == "cpu":
+        with jax.enable_x64(True):
+            assert np.shares_memory(np.asarray(jax.device_put(out)), out)
+    small = np.arange(10.0)[1:]
+    assert _in_place(small) is small
