@@ -195,6 +195,7 @@ class _Round(NamedTuple):
 SHIFTS = (0.0, 1e-8, 1e-5, 1e-3, 1e-1, 1.0, 10.0)  # Levenberg shifts, relative to |H|
 SNAP_READY = 1e-3  # entries are tried at 0 once the Newton step is below this
 MODEL_STEP = 1e-5  # a plain exact Newton step this short ends an expensive fit on the model
+NEWTON_NEAR = 0.1  # an expensive single fit whose first Newton step is this short skips BFGS
 
 
 def levenberg(h, g, unrolled=True):
@@ -236,21 +237,24 @@ def minimize(
     Each round evaluates the exact derivatives at one point, so the program holds one copy of
     the Hessian (and, with ``quasi_newton``, one of the gradient in BFGS). Round 0 evaluates
     ``theta0``; with ``quasi_newton`` it runs BFGS from there (cheap iterations for criteria
-    whose Hessian is expensive). The next rounds take exact Newton steps on the free
-    coordinates (Levenberg-shifted where the Hessian is not positive definite, halved when
-    they would raise the criterion beyond rounding) while the step exceeds POLISH_TOL; once the
-    step is small they try each small diagonal entry at exactly 0, kept there if the criterion
-    rises by at most a hair. The derivatives at the last point kept give the status. With
-    ``quasi_newton`` (and not ``vmapped``), a plain (not shifted, not halved) exact Newton step
-    shorter than MODEL_STEP ends the fit: the point it reaches gets the value and gradient of
-    the quadratic model (exact to the step's third power, far below the criterion's rounding),
-    which saves the most expensive evaluation of large models; the status is that of the exact
-    derivatives the step came from. Newton's method alone polishes on to POLISH_TOL: its
-    evaluations are cheap, and the optimum is then the same to 1e-10 whichever way it is
-    reached (a single fit, a vmapped batch). With
-    ``value_first`` (for Newton's method alone, not ``vmapped``), a point is evaluated by its
-    value first and gets its derivatives only if it is kept: a rejected Newton step costs a
-    fraction of a round, and the program compiles a little longer.
+    whose Hessian is expensive), except in a single fit whose Hessian there is positive definite
+    with a Newton step under NEWTON_NEAR: from such a start (lmer's moment start of a crossed
+    design) Newton's steps converge in a round or two, as BFGS's several would not (ML-1M: two
+    Hessians instead of two Hessians and two gradients). The next rounds take exact Newton steps
+    on the free coordinates (Levenberg-shifted where the Hessian is not positive definite,
+    halved when they would raise the criterion beyond rounding) while the step exceeds
+    POLISH_TOL; once the step is small they try each small diagonal entry at exactly 0, kept
+    there if the criterion rises by at most a hair. The derivatives at the last point kept give
+    the status. With ``quasi_newton`` (and not ``vmapped``), a plain (not shifted, not halved)
+    exact Newton step shorter than MODEL_STEP ends the fit: the point it reaches gets the value
+    and gradient of the quadratic model (exact to the step's third power, far below the
+    criterion's rounding), which saves the most expensive evaluation of large models; the status
+    is that of the exact derivatives the step came from. Newton's method alone polishes on to
+    POLISH_TOL: its evaluations are cheap, and the optimum is then the same to 1e-10 whichever
+    way it is reached (a single fit, a vmapped batch). With ``value_first`` (for Newton's method
+    alone, not ``vmapped``), a point is evaluated by its value first and gets its derivatives
+    only if it is kept: a rejected Newton step costs a fraction of a round, and the program
+    compiles a little longer.
     ``iterations`` (BFGS iterations, Newton steps; may be traced) caps the loops:
     :data:`BATCHED_ITERATIONS` under ``vmap``, where the exact check at the end tells which
     responses did not converge, :data:`EVALUATE_ONLY` for the status of a given point.
@@ -276,7 +280,7 @@ def minimize(
         free = active & ~r.point_boundary
         noise = rounding(theta0.dtype) * (1 + jnp.abs(r.d.value))  # a Newton step this near
         slack = jnp.where(r.snapping, _allowed_rise(r.d.value), noise)  # lowers fun below it
-        trusted = (r.k == 0) | ((r.k == 1) & quasi_newton)  # the start and the BFGS result
+        trusted = (r.k == 0) | ((r.k == 1) & (r.iterations > 0))  # the start, BFGS's result
 
         def acceptable(value):
             return trusted | (jnp.isfinite(value) & (value <= r.d.value + slack))
@@ -292,6 +296,9 @@ def minimize(
         on_boundary = pick(r.point_boundary, r.on_boundary)
         alpha = jnp.where(accept | r.snapping, 1.0, r.alpha / 2)
 
+        # BFGS first, unless a single fit starts where exact Newton steps converge at once
+        near = jnp.all(jnp.isfinite(d.chol)) & (jnp.max(jnp.abs(d.direction)) <= NEWTON_NEAR)
+        bfgs_next = (r.k == 0) & quasi_newton & ~(model_finish & near)
         iterations = jnp.zeros((), jnp.int32)
         found = theta
         if quasi_newton:
@@ -299,12 +306,11 @@ def minimize(
             found, iterations = bfgs(
                 criterion.value_and_grad,
                 theta,
-                jnp.where(r.k == 0, max_iter, 0),
+                jnp.where(bfgs_next, max_iter, 0),
                 gtol,
                 start=(d.value, d.grad, hess),
                 vmapped=vmapped,
             )
-        bfgs_next = (r.k == 0) & quasi_newton
         stationary = jnp.all(jnp.isfinite(d.step)) & (jnp.max(jnp.abs(d.step)) <= POLISH_TOL)
         ready = jnp.all(jnp.isfinite(d.step)) & (jnp.max(jnp.abs(d.step)) <= SNAP_READY)
         small = diagonal & ~r.tried & ~on_boundary & (jnp.abs(theta) < BOUNDARY_SNAP)

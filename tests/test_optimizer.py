@@ -99,6 +99,37 @@ def test_expensive_fit_ends_on_the_model_after_a_short_newton_step(monkeypatch):
     np.testing.assert_allclose(modelled.gradient, gradient, atol=1e-6 * np.abs(value))
 
 
+def test_expensive_fit_near_its_optimum_skips_bfgs(monkeypatch):
+    """From a start whose exact Newton step is short, an expensive single fit takes Newton
+    steps at once: no BFGS iterations, fewer evaluations, the same optimum."""
+
+    def fun(t):
+        return jnp.sum((t - jnp.array([0.3, 1.2])) ** 2) + jnp.sum(jnp.cosh(t)) + t[0] * t[1] ** 3
+
+    def fit(near):
+        monkeypatch.setattr(optimize, "NEWTON_NEAR", near)
+        calls = []
+        exact = autodiff(fun)
+
+        def counted(theta):
+            jax.debug.callback(lambda: calls.append(1))
+            return exact.value_and_grad(theta)
+
+        criterion = optimize.Criterion(fun, counted, exact.value_grad_hess)
+        no, yes = jnp.zeros(2, bool), jnp.ones(2, bool)
+        with jax.enable_x64(True):
+            start = jnp.asarray([0.07, 0.73])  # about 0.01 from the optimum
+            result = jax.jit(lambda t: minimize(criterion, t, no, yes, quasi_newton=True))(start)
+        return len(calls), jax.tree.map(np.asarray, result)
+
+    gradients, newton = fit(0.1)
+    bfgs_gradients, bfgs = fit(0.0)
+    assert newton.iterations == 0 and gradients == 0
+    assert bfgs.iterations > 0 and bfgs_gradients > 0
+    assert Status(int(newton.status)) is Status.CONVERGED
+    np.testing.assert_allclose(newton.theta, bfgs.theta, atol=1e-8)
+
+
 def test_status_type():
     assert Status.CONVERGED.converged and Status.CONVERGED.fitted
     assert not Status.HESSIAN_NOT_PD.converged and Status.HESSIAN_NOT_PD.fitted
