@@ -119,75 +119,95 @@ def varcorr_order(sizes: tuple[int, ...]) -> np.ndarray:
 
 def starting_theta(design, floor: float = 0.1, sweeps: int = 3) -> np.ndarray:
     """A start for the optimiser near the optimum: a moment estimate of each term's covariance
-    relative to the residual variance. Each term's per-level coefficients are fitted to what
-    the fixed effects and the other terms leave of the response (backfitting); their
-    covariance across levels, less their mean sampling covariance, estimates the term's. A
-    nearby start saves most of the iterations of crossed designs and of random slopes.
-    Eigenvalues are floored at ``floor``^2: theta = 0 is a stationary point to be reached, not
-    left. Levels whose columns are (nearly) collinear inform no moment.
+    relative to the residual variance. The per-level coefficients of each grouping factor's
+    terms are fitted jointly to what the fixed effects and the other factors leave of the
+    response (backfitting); their covariance across levels, less their mean sampling
+    covariance, estimates the terms'. A nearby start saves most of the iterations of crossed
+    designs and of random slopes. Eigenvalues are floored at ``floor``^2: theta = 0 is a
+    stationary point to be reached, not left. Levels whose columns are (nearly) collinear
+    inform no moment.
     """
     x, y, w = design.x, design.y - design.offset, design.weights
     y = y / max(np.max(np.abs(y)), np.finfo(float).tiny)  # theta is scale-free
     sqrt_w = np.sqrt(w)
     resid = y - x @ np.linalg.lstsq(x * sqrt_w[:, None], y * sqrt_w, rcond=None)[0]
     terms = design.terms
-    fits = [_LevelFit(term, w) for term in terms]
-    fitted = [np.zeros_like(resid) for _ in terms]
+    factors: dict[
+        str, list[int]
+    ] = {}  # the terms of each grouping factor, as (1 | g) + (0 + x | g)
+    for k, term in enumerate(terms):
+        factors.setdefault(term.group, []).append(k)
+    members = list(factors.values())
+    fits = [_LevelFit(terms[ks[0]], [terms[k].z for k in ks], w) for ks in members]
+    fitted = [np.zeros_like(resid) for _ in members]
     total = np.zeros_like(resid)
-    order = _outer_first(terms)
-    for _ in range(sweeps if len(terms) > 1 else 1):  # one term: nothing to backfit
+    order = _outer_first([terms[ks[0]] for ks in members])
+    for _ in range(sweeps if len(members) > 1 else 1):  # one factor: nothing to backfit
         for k in order:
             new = fits[k].fit(w * (resid - total + fitted[k]))
             total, fitted[k] = total + (new - fitted[k]), new
-    fitted_effects = sum(np.sum(f.informative) * f.term.n_columns for f in fits)
+    fitted_effects = sum(np.sum(f.informative) * f.z.shape[1] for f in fits)
     dof = max(len(y) - fitted_effects - x.shape[1], 1)
     sigma2 = max(np.sum(w * (resid - total) ** 2) / dof, np.finfo(float).tiny)
-    return np.concatenate([fit.theta(sigma2, floor) for fit in fits])
+    theta = {}
+    for fit, ks in zip(fits, members, strict=True):
+        start = 0
+        for k in ks:
+            s = terms[k].n_columns
+            theta[k] = fit.theta(sigma2, floor, slice(start, start + s))
+            start += s
+    return np.concatenate([theta[k] for k in range(len(terms))])
 
 
 class _LevelFit:
-    """Least squares of a response on one term's columns, level by level."""
+    """Least squares of a response on a grouping factor's columns ``z``, level by level."""
 
-    def __init__(self, term, w):
-        self.term = term
-        z = term.z
-        self.intercept = term.n_columns == 1 and bool(np.all(z == 1))
-        gram = _level_sums(z[:, :, None] * (w[:, None] * z)[:, None, :], term)
-        if term.n_columns == 1:
+    def __init__(self, term, z: list[np.ndarray], w):
+        self.codes, self.n_levels = term.codes, term.n_levels
+        self.z = z = np.concatenate(z, axis=1)
+        self.intercept = z.shape[1] == 1 and bool(np.all(z == 1))
+        gram = self._level_sums(z[:, :, None] * (w[:, None] * z)[:, None, :])
+        if z.shape[1] == 1:
             self.informative = gram[:, 0, 0] > 0
-            self.inverse = 1 / np.where(self.informative, gram[:, 0, 0], np.inf)
+            self.inverse = 1 / np.where(self.informative[:, None, None], gram, np.inf)
         else:
             eigen = np.linalg.eigvalsh(gram)
             self.informative = eigen[:, 0] > 1e-8 * eigen[:, -1]
             kept = self.informative[:, None, None]  # the others get no effects
-            self.inverse = kept * np.linalg.inv(np.where(kept, gram, np.eye(term.n_columns)))
-        self.effects = np.zeros((term.n_levels, term.n_columns))
+            self.inverse = kept * np.linalg.inv(np.where(kept, gram, np.eye(z.shape[1])))
+        self.effects = np.zeros((self.n_levels, z.shape[1]))
+
+    def _level_sums(self, values: np.ndarray) -> np.ndarray:
+        """Sums of ``values`` (n, ...) over the observations of each level."""
+        flat = values.reshape(len(values), -1)
+        sums = [
+            np.bincount(self.codes, weights=flat[:, j], minlength=self.n_levels)
+            for j in range(flat.shape[1])
+        ]
+        return np.stack(sums, axis=-1).reshape((self.n_levels,) + values.shape[1:])
 
     def fit(self, weighted: np.ndarray) -> np.ndarray:
         """Fit to the response whose products with the weights are ``weighted``; the fitted
         values."""
-        term = self.term
-        if term.n_columns == 1:
-            z = None if self.intercept else term.z[:, 0]
-            sums = _level_sums(weighted if z is None else z * weighted, term)
-            self.effects = (sums * self.inverse)[:, None]
-            return self.effects[term.codes, 0] if z is None else z * self.effects[term.codes, 0]
-        rhs = _level_sums(term.z * weighted[:, None], term)
+        if self.intercept:
+            self.effects = self._level_sums(weighted)[:, None] * self.inverse[:, 0]
+            return self.effects[self.codes, 0]
+        rhs = self._level_sums(self.z * weighted[:, None])
         self.effects = (self.inverse @ rhs[..., None])[..., 0]
-        return np.sum(term.z * self.effects[term.codes], axis=1)
+        return np.sum(self.z * self.effects[self.codes], axis=1)
 
-    def theta(self, sigma2: float, floor: float) -> np.ndarray:
-        """The term's theta from the moments of its informative levels' effects."""
-        s = self.term.n_columns
-        b, inverse = self.effects[self.informative], self.inverse[self.informative]
+    def theta(self, sigma2: float, floor: float, columns: slice) -> np.ndarray:
+        """theta of the term of ``columns``, from the moments of the informative levels."""
+        b = self.effects[self.informative][:, columns]
+        inverse = self.inverse[self.informative][:, columns, columns]
+        s = b.shape[1]
         if len(b) < 2:
             return initial_theta((s,))
         centered = b - b.mean(axis=0)
         between = centered.T @ centered / len(b)
-        if s == 1:
-            sd = np.sqrt(max((between[0, 0] - sigma2 * np.mean(inverse)) / sigma2, floor**2))
-            return np.array([sd])
         cov = (between - sigma2 * np.mean(inverse, axis=0)) / sigma2
+        if s == 1:
+            return np.sqrt(np.maximum(cov[0], floor**2))
         values, vectors = np.linalg.eigh(cov)
         t = np.linalg.cholesky((vectors * np.maximum(values, floor**2)) @ vectors.T)
         return t[tril_indices(s)]
@@ -207,16 +227,6 @@ def _outer_first(terms) -> list[int]:
 
     depth = [sum(nested(t, o) for o in terms if o is not t) for t in terms]
     return sorted(range(len(terms)), key=depth.__getitem__)
-
-
-def _level_sums(values: np.ndarray, term) -> np.ndarray:
-    """Sums of ``values`` (n, ...) over the observations of each of the term's levels."""
-    flat = values.reshape(len(values), -1)
-    sums = [
-        np.bincount(term.codes, weights=flat[:, j], minlength=term.n_levels)
-        for j in range(flat.shape[1])
-    ]
-    return np.stack(sums, axis=-1).reshape((term.n_levels,) + values.shape[1:])
 
 
 # --- theta padded to a size class, its layout as data -------------------------------------
