@@ -115,16 +115,36 @@ def fill_in(w, blocks: Blocks):
     pair_values = jnp.einsum("kab,kab->k", blocks.pair_products, w[blocks.pair_level])
     low = jax.ops.segment_sum(pair_values, blocks.pair_target, num_segments=mz * mz)
     low = low.reshape(mz, mz)
-    rows = blocks.heavy_rows
-    weighted = jnp.einsum("lab,lbn->lan", w[blocks.heavy_level], rows)
-    parts = max(mz // HEAVY_BLOCK, 1)  # the product is symmetric: its lower blocks suffice
-    edges = [mz * k // parts for k in range(parts + 1)]
-    for i in range(parts):
-        for j in range(i + 1):
-            (a, b), (c, d) = edges[i : i + 2], edges[j : j + 2]
-            block = jnp.einsum("lam,lan->mn", rows[:, :, a:b], weighted[:, :, c:d])
-            low = low.at[a:b, c:d].add(jnp.tril(block) if i == j else block)
+    low = _add_heavy_products(low, w[blocks.heavy_level], blocks.heavy_rows)
     return low + low.T - jnp.diag(jnp.diag(low)), fill_zx
+
+
+def _add_heavy_products(low, w_heavy, rows):
+    """``low`` plus the lower blocks (HEAVY_BLOCK wide) of the symmetric sum_l rows_l' w_l rows_l:
+    the heavy levels' fill-in, formed block pair by block pair in a loop (rematerialised in
+    autodiff), so that autodiff holds one block's weighted rows and cotangent at a time, not the
+    rows' size many times over. The last blocks start early enough to end at mz; what they
+    share with the blocks before them is masked out."""
+    mz = low.shape[0]
+    width = min(HEAVY_BLOCK, mz)
+    count = -(-mz // width)
+    pairs = jnp.asarray([(i, j) for i in range(count) for j in range(i + 1)], dtype=jnp.int32)
+
+    @jax.checkpoint
+    def add(low, pair):
+        begin = pair * width  # where each block's own rows begin; it starts at most mz - width
+        a, c = jnp.minimum(begin, mz - width)
+        left = jax.lax.dynamic_slice_in_dim(rows, a, width, axis=2)
+        right = jax.lax.dynamic_slice_in_dim(rows, c, width, axis=2)
+        block = jnp.einsum("lam,lab,lbn->mn", left, w_heavy, right)
+        own_rows = a + jnp.arange(width) >= begin[0]
+        own_columns = c + jnp.arange(width) >= begin[1]
+        keep = own_rows[:, None] & own_columns[None, :]
+        keep = jnp.where(pair[0] == pair[1], jnp.tril(keep), keep)
+        old = jax.lax.dynamic_slice(low, (a, c), (width, width))
+        return jax.lax.dynamic_update_slice(low, old + jnp.where(keep, block, 0.0), (a, c)), None
+
+    return jax.lax.scan(add, low, pairs)[0]
 
 
 def scale_rest(v, zz, zx):

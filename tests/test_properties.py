@@ -166,19 +166,29 @@ def test_chain_rule_derivatives_with_the_host_inverse(monkeypatch):
             np.testing.assert_allclose(value, want, rtol=1e-8, atol=1e-9 * scale)
 
 
-def test_fill_in_by_lower_blocks_equals_the_whole_product(monkeypatch):
-    """The heavy levels' product formed block by block (its lower blocks, mirrored) equals the
-    product formed whole."""
+@pytest.mark.parametrize("width", [3, 4])  # 8 = mz: last blocks shifted back, or not
+def test_fill_in_by_lower_blocks_equals_the_whole_product(monkeypatch, width):
+    """The heavy levels' product formed block by block (its lower blocks, mirrored; the last
+    blocks shifted back to end at mz, their overlap masked) equals the product formed whole,
+    and so does its gradient."""
     data = make_data(6)
     with jax.enable_x64(True):
         blocks, _ = core_model("y ~ x + (x | g) + (x | h)", data, True, None, False).blocks()
         assert np.count_nonzero(blocks.heavy_rows) > 0
         w = jnp.asarray(np.random.default_rng(0).normal(size=blocks.a11.shape))
-        whole = jax.jit(deviance.fill_in)(w, blocks)
-        monkeypatch.setattr(deviance, "HEAVY_BLOCK", 3)
-        assert blocks.mz // deviance.HEAVY_BLOCK > 1
-        by_blocks = jax.jit(lambda w, b: deviance.fill_in(w, b))(w, blocks)
-    for got, want in zip(by_blocks, whole, strict=True):
+        cotangent = jnp.asarray(np.random.default_rng(1).normal(size=(blocks.mz, blocks.mz)))
+
+        def weighted_sum(w, b):
+            return jnp.sum(cotangent * deviance.fill_in(w, b)[0])
+
+        whole = jax.jit(deviance.fill_in)(w, blocks), jax.jit(jax.grad(weighted_sum))(w, blocks)
+        monkeypatch.setattr(deviance, "HEAVY_BLOCK", width)
+        assert blocks.mz == 8
+        by_blocks = (
+            jax.jit(lambda w, b: deviance.fill_in(w, b))(w, blocks),
+            jax.jit(jax.grad(lambda w, b: weighted_sum(w, b)))(w, blocks),
+        )
+    for got, want in zip(jax.tree.leaves(by_blocks), jax.tree.leaves(whole), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
