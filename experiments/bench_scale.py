@@ -180,6 +180,7 @@ def child(name: str, path: str | None) -> None:
         fit = jaxlmm.lmer(formula, data)
         warm = time.perf_counter() - start
     out = {"build": build, "first": first, "warm": warm, "objective": float(fit.objective)}
+    out["status"] = fit.status
     if name == "boot":
         start = time.perf_counter()
         fit.bootstrap(100, seed=1)
@@ -262,7 +263,8 @@ def main():
             line = (
                 f"  jaxlmm  build {ours['build']:.2f}s  first {ours['first']:.2f}s  "
                 f"{warm}peak RSS {ours['peak_mb']:.0f} MB "
-                f"(data alone {ours['data_mb']:.0f} MB)  criterion {ours['objective']:.4f}"
+                f"(data alone {ours['data_mb']:.0f} MB)  criterion {ours['objective']:.4f} "
+                f"({ours['status']})"
             )
             if "bootstrap" in ours:
                 line += f"  bootstrap(100) {ours['bootstrap']:.2f}s"

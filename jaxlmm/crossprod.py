@@ -323,7 +323,8 @@ def _heavy_rows(rs: RowStructure, entry_values, mz: int):
     """The heavy levels' coupling entries as dense rows (nheavy, s1, mz)."""
     shape = (rs.heavy_level.shape[0], entry_values.shape[1], mz)
     if isinstance(entry_values, np.ndarray):
-        rows = np.zeros(shape)
+        rows = _aligned_empty(shape, np.float64)  # aligned at once: the largest host block
+        rows.fill(0.0)
         keep = rs.entry_heavy < shape[0]
         rows[rs.entry_heavy[keep], :, rs.entry_row[keep]] = entry_values[keep]
         return rows
@@ -407,8 +408,14 @@ def _in_place(a: np.ndarray) -> np.ndarray:
     16 bytes only): a large design's blocks are read by the compiled fit where they lie."""
     if a.nbytes < IN_PLACE_MIN_BYTES or a.ctypes.data % IN_PLACE_ALIGNMENT == 0:
         return a
-    buffer = np.empty(a.nbytes + IN_PLACE_ALIGNMENT, dtype=np.uint8)
-    start = -buffer.ctypes.data % IN_PLACE_ALIGNMENT
-    out = buffer[start : start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out = _aligned_empty(a.shape, a.dtype)
     out[...] = a
     return out
+
+
+def _aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An uninitialised array whose data starts IN_PLACE_ALIGNMENT-aligned."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buffer = np.empty(nbytes + IN_PLACE_ALIGNMENT, dtype=np.uint8)
+    start = -buffer.ctypes.data % IN_PLACE_ALIGNMENT
+    return buffer[start : start + nbytes].view(dtype).reshape(shape)

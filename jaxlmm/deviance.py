@@ -126,6 +126,8 @@ def _add_heavy_products(low, w_heavy, rows):
     rows' size many times over. The last blocks start early enough to end at mz; what they
     share with the blocks before them is masked out."""
     mz = low.shape[0]
+    if not rows.shape[0] or not mz:
+        return low
     width = min(HEAVY_BLOCK, mz)
     count = -(-mz // width)
     pairs = jnp.asarray([(i, j) for i in range(count) for j in range(i + 1)], dtype=jnp.int32)

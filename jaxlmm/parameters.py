@@ -132,9 +132,7 @@ def starting_theta(design, floor: float = 0.1, sweeps: int = 3) -> np.ndarray:
     sqrt_w = np.sqrt(w)
     resid = y - x @ np.linalg.lstsq(x * sqrt_w[:, None], y * sqrt_w, rcond=None)[0]
     terms = design.terms
-    factors: dict[
-        str, list[int]
-    ] = {}  # the terms of each grouping factor, as (1 | g) + (0 + x | g)
+    factors: dict[str, list[int]] = {}  # each factor's terms, as in (1 | g) + (0 + x | g)
     for k, term in enumerate(terms):
         factors.setdefault(term.group, []).append(k)
     members = list(factors.values())

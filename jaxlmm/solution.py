@@ -34,22 +34,24 @@ def solve(theta, blocks: Blocks) -> Solution:
     u_rest, beta = sol[:mz], sol[mz:]
     b_rest = lambda_times(u_rest[:, None], f.v)[:, 0]
 
+    rx = low[mz:, mz:]
+    rx_inv = jax.scipy.linalg.solve_triangular(rx, jnp.eye(p), lower=True)
+    solution = Solution(
+        beta=beta,
+        b1=jnp.zeros(f.l1.shape[:2], beta.dtype),
+        b_rest=b_rest,
+        pwrss=f.rest[-1, -1] ** 2,
+        vcov_unscaled=rx_inv.T @ rx_inv,
+    )
+    if not len(f.l1):  # every random effect in the dense block
+        return solution
     explained = jnp.einsum("iap,p->ia", blocks.ax1[:, :, :p], beta)
     if mz:
         coupling = blocks.entry_values * b_rest[blocks.entry_row][:, None]
         explained += jax.ops.segment_sum(coupling, blocks.entry_level, num_segments=len(f.l1))
     rhs = jnp.einsum("ab,ia->ib", f.t1, blocks.ax1[:, :, p] - explained)
     u1 = batched_upper_solve(f.l1, batched_lower_solve(f.l1, rhs[..., None]))[..., 0]
-
-    rx = low[mz:, mz:]
-    rx_inv = jax.scipy.linalg.solve_triangular(rx, jnp.eye(p), lower=True)
-    return Solution(
-        beta=beta,
-        b1=u1 @ f.t1.T,
-        b_rest=b_rest,
-        pwrss=f.rest[-1, -1] ** 2,
-        vcov_unscaled=rx_inv.T @ rx_inv,
-    )
+    return solution._replace(b1=u1 @ f.t1.T)
 
 
 def conditional_covariances(theta, blocks: Blocks):
