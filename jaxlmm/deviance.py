@@ -120,16 +120,16 @@ def fill_in(w, blocks: Blocks):
 
 
 def _add_heavy_products(low, w_heavy, rows):
-    """``low`` plus the lower blocks (HEAVY_BLOCK wide) of the symmetric sum_l rows_l' w_l rows_l:
-    the heavy levels' fill-in, formed block pair by block pair in a loop (rematerialised in
-    autodiff), so that autodiff holds one block's weighted rows and cotangent at a time, not the
-    rows' size many times over. The last blocks start early enough to end at mz; what they
-    share with the blocks before them is masked out."""
+    """``low`` plus the lower blocks (at most HEAVY_BLOCK wide) of the symmetric sum_l rows_l'
+    w_l rows_l: the heavy levels' fill-in, formed block pair by block pair in a loop
+    (rematerialised in autodiff), so that autodiff holds one block's weighted rows and cotangent
+    at a time, not the rows' size many times over. The last blocks start early enough to end at
+    mz; what they share with the blocks before them is masked out."""
     mz = low.shape[0]
     if not rows.shape[0] or not mz:
         return low
-    width = min(HEAVY_BLOCK, mz)
-    count = -(-mz // width)
+    count = -(-mz // HEAVY_BLOCK)
+    width = -(-mz // count)  # at most HEAVY_BLOCK, count blocks cover mz
     pairs = jnp.asarray([(i, j) for i in range(count) for j in range(i + 1)], dtype=jnp.int32)
 
     @jax.checkpoint
