@@ -168,6 +168,8 @@ class RowStructure:
     entry_row: np.ndarray  # (ne,) int
     pair_first: np.ndarray  # (npair,) int: entry indices of each pair
     pair_second: np.ndarray  # (npair,) int
+    pair_level: np.ndarray  # (npair,) int: their term-1 level
+    pair_target: np.ndarray  # (npair,) int: where in the flat (mz, mz) block they land
     entry_heavy: np.ndarray  # (ne,) int: heavy level of each entry (nheavy: a light level)
     heavy_level: np.ndarray  # (nheavy,) int
     first_index: np.ndarray  # (s1, s1) int
@@ -276,9 +278,16 @@ def row_structure(design: Design, shared: bool = True) -> RowStructure:
     is_heavy[heavy] = True
     pair_first, pair_second = _pairs(entry_level, entry_row, ~is_heavy[entry_level])
     sizes = size_class(design, len(entry_level), len(pair_first), len(heavy), shared)
-    last_entry = sizes.ne - 1  # a padded entry: its values stay zero
     heavy_number = np.full(len(counts), sizes.nheavy, dtype=np.int32)
     heavy_number[heavy] = np.arange(len(heavy))
+    entry_heavy = _padded(heavy_number[entry_level], sizes.ne, sizes.nheavy)
+    last_entry = sizes.ne - 1  # a padded entry: its values stay zero
+    pair_first = _padded(pair_first, sizes.npairs, last_entry)
+    pair_second = _padded(pair_second, sizes.npairs, last_entry)
+    entry_level = _padded(entry_level, sizes.ne, 0, np.int32)
+    entry_row = _padded(entry_row, sizes.ne, 0, np.int32)
+    index_type = np.int32 if sizes.mz**2 < 2**31 else np.int64
+    pair_target = entry_row[pair_first].astype(index_type) * sizes.mz + entry_row[pair_second]
     first_index, rest_index = _lambda_indices(design, sizes, first)
     n = design.nobs
     return RowStructure(
@@ -287,11 +296,13 @@ def row_structure(design: Design, shared: bool = True) -> RowStructure:
         slot_rows=slot_rows,
         slot_values=slot_values,
         slot_entries=slot_entries,
-        entry_level=_padded(entry_level, sizes.ne, 0, np.int32),
-        entry_row=_padded(entry_row, sizes.ne, 0, np.int32),
-        pair_first=_padded(pair_first, sizes.npairs, last_entry),
-        pair_second=_padded(pair_second, sizes.npairs, last_entry),
-        entry_heavy=_padded(heavy_number[entry_level], sizes.ne, sizes.nheavy),
+        entry_level=entry_level,
+        entry_row=entry_row,
+        pair_first=pair_first,
+        pair_second=pair_second,
+        pair_level=_in_place(entry_level[pair_first]),
+        pair_target=_in_place(pair_target),
+        entry_heavy=entry_heavy,
         heavy_level=_padded(heavy, sizes.nheavy, 0, np.int32),
         first_index=first_index,
         rest_index=rest_index,
@@ -368,12 +379,14 @@ def blocks_from_rows(rs: RowStructure, y, x, weights) -> Blocks:
             rs.slot_entries.reshape(-1),
             len(rs.entry_level),
         )
-    pair_products = (
-        entry_values[rs.pair_first][:, :, None] * entry_values[rs.pair_second][:, None, :]
-    )
+    first, second = entry_values[rs.pair_first][:, :, None], entry_values[rs.pair_second][:, None]
+    if host:  # straight into memory the compiled fit reads in place (see _in_place)
+        pair_products = np.multiply(
+            first, second, out=_aligned_empty((len(first), s1, s1), y.dtype)
+        )
+    else:
+        pair_products = first * second
     heavy_rows = _heavy_rows(rs, entry_values, mz)
-    index_type = np.int32 if mz * mz < 2**31 else np.int64
-    first_row = rs.entry_row[rs.pair_first].astype(index_type)
     positive = w > 0
     blocks = Blocks(
         a11=a11,
@@ -384,8 +397,8 @@ def blocks_from_rows(rs: RowStructure, y, x, weights) -> Blocks:
         entry_level=rs.entry_level,
         entry_row=rs.entry_row,
         entry_values=entry_values,
-        pair_level=rs.entry_level[rs.pair_first],
-        pair_target=first_row * mz + rs.entry_row[rs.pair_second],
+        pair_level=rs.pair_level,
+        pair_target=rs.pair_target,
         pair_products=pair_products,
         heavy_level=rs.heavy_level,
         heavy_rows=heavy_rows,
