@@ -236,7 +236,7 @@ def _full_system(theta, blocks: Blocks):
     v = rest_diagonals(theta, blocks)
     a = jnp.block([[blocks.azz, blocks.azx], [blocks.azx.T, blocks.axx]])
     k = jnp.concatenate([times_lambda(a[:, : blocks.mz], v), a[:, blocks.mz :]], axis=1)
-    phi = jnp.concatenate([times_lambda(k[: blocks.mz].T, v).T, k[blocks.mz :]], axis=0)
+    phi = jnp.concatenate([lambda_transpose_times(k[: blocks.mz], v), k[blocks.mz :]], axis=0)
     return phi + jnp.diag((jnp.arange(a.shape[0]) < blocks.mz).astype(theta.dtype)), a, k
 
 
