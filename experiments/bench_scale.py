@@ -14,7 +14,7 @@ Cases (seeded data, generated here):
 Each case runs in a fresh process on data generated beforehand and saved to a file (so its
 peak RSS is its own, not that of generating the data) and prints: the model build (formula,
 design and cross-products: ``jaxlmm.model``), the first fit (compilation included), the warm
-fit (not for ml10m, fitted once), the peak RSS of the process through those fits (one fit
+fit (not for ml10m on CPU, fitted once), the peak RSS of the process through those fits (one fit
 held at a time), the
 criterion, and the same for lme4 (Rscript, peak from
 /proc/self/status) where it finishes within ``--r-limit``. For crossed designs it also prints
@@ -47,7 +47,7 @@ CASES = {
     "ml10m": ("rating ~ x + (1 | user) + (1 | item)", "movielens", (10_000_054, 69_878, 10_677)),
 }
 
-ONE_FIT = ("ml10m",)  # cases fitted once (minutes each): no warm fit, no evaluation timing
+ONE_FIT = ("ml10m",)  # on CPU fitted once (minutes each): no warm fit, no evaluation timing
 
 R_SCRIPT = r"""
 suppressMessages(library(lme4))
@@ -74,7 +74,7 @@ def movielens(n: int, n_users: int, n_items: int, seed: int = 1) -> pd.DataFrame
         draw = int(1.3 * (n - len(keys))) + 1000
         user = rng.choice(n_users, draw, p=activity / activity.sum())
         item = rng.choice(n_items, draw, p=popularity / popularity.sum())
-        keys = np.unique(np.concatenate([keys, user * n_items + item]))
+        keys = sorted_unique(np.concatenate([keys, user * n_items + item]))
     keys = rng.permutation(keys)[:n]
     user, item = keys // n_items, keys % n_items
     x = rng.normal(size=n)
@@ -82,6 +82,12 @@ def movielens(n: int, n_users: int, n_items: int, seed: int = 1) -> pd.DataFrame
     v = rng.normal(0, 0.5, n_items)
     rating = 3.6 + 0.2 * x + u[user] + v[item] + rng.normal(0, 0.9, n)
     return pd.DataFrame({"rating": rating, "x": x, "user": user, "item": item})
+
+
+def sorted_unique(a: np.ndarray) -> np.ndarray:
+    """``np.unique(a)`` by one sort (NumPy 2.4's ``unique`` takes seconds on 10M values)."""
+    a = np.sort(a)
+    return a[np.concatenate([[True], a[1:] != a[:-1]])]
 
 
 def groups(n: int, n_groups: int, seed: int = 2) -> pd.DataFrame:
@@ -153,6 +159,16 @@ def dense_block_rates(fit) -> dict:
     }
 
 
+def device_peak_mb() -> float | None:
+    """Peak memory in use on the accelerator (None on CPU, where peak RSS counts it)."""
+    import jax
+
+    if jax.default_backend() == "cpu":
+        return None
+    stats = jax.local_devices()[0].memory_stats() or {}
+    return stats.get("peak_bytes_in_use", 0) / 2**20
+
+
 def child(name: str, path: str | None) -> None:
     """Run one case in this process on the data saved at ``path`` (made here when None) and
     print its figures as one JSON line."""
@@ -165,8 +181,11 @@ def child(name: str, path: str | None) -> None:
     for column in factor_columns(kind):
         data[column] = data[column].astype(str)
     base = peak_mb()
+    import jax
+
     import jaxlmm
 
+    once = name in ONE_FIT and jax.default_backend() == "cpu"
     start = time.perf_counter()
     jaxlmm.model(formula, data, reml=True)
     build = time.perf_counter() - start
@@ -174,7 +193,7 @@ def child(name: str, path: str | None) -> None:
     fit = jaxlmm.lmer(formula, data)
     first = time.perf_counter() - start
     warm = None
-    if name not in ONE_FIT:
+    if not once:
         del fit  # the peak below is that of one fit at a time
         start = time.perf_counter()
         fit = jaxlmm.lmer(formula, data)
@@ -187,7 +206,9 @@ def child(name: str, path: str | None) -> None:
         out["bootstrap"] = time.perf_counter() - start
     out["data_mb"] = base
     out["peak_mb"] = peak_mb()  # before the rates below, which allocate matrices of their own
-    if len(fit.model.info.sizes) > 1 and name not in ("boot", *ONE_FIT):
+    out["device"] = f"{jax.default_backend()} ({jax.local_devices()[0].device_kind})"
+    out["device_peak_mb"] = device_peak_mb()
+    if len(fit.model.info.sizes) > 1 and name != "boot" and not once:
         out.update(dense_block_rates(fit))
     print(json.dumps(out))
 
@@ -266,6 +287,8 @@ def main():
                 f"(data alone {ours['data_mb']:.0f} MB)  criterion {ours['objective']:.4f} "
                 f"({ours['status']})"
             )
+            if ours["device_peak_mb"] is not None:
+                line += f"  on {ours['device']}, peak device memory {ours['device_peak_mb']:.0f} MB"
             if "bootstrap" in ours:
                 line += f"  bootstrap(100) {ours['bootstrap']:.2f}s"
             print(line)
