@@ -22,6 +22,7 @@ JAX (differentiable, under ``vmap``) for the functional API and for batches.
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass, field
 
 import jax
@@ -219,24 +220,65 @@ def _heavy_levels(counts: np.ndarray, mz: int, s1: int) -> np.ndarray:
     return np.flatnonzero(counts > limit)
 
 
-def _pairs(level: np.ndarray, row: np.ndarray, light: np.ndarray):
+PAIR_CHUNK = 2**20  # pairs written per step: the temporaries stay a few MB at any size
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """The light entry pairs, padded to the size class: entry indices, level, flat target."""
+
+    first: np.ndarray
+    second: np.ndarray
+    level: np.ndarray
+    target: np.ndarray
+
+
+def _pairs(level, row, counts, light, npairs: int, mz: int) -> Pairs:
     """All pairs of ``light`` entries that share a term-1 level, with the second entry's row at
-    most the first's: (first, second), ordered by the first entry's row (that keeps the
-    fill-in's scatter-add local in memory).
+    most the first's, ordered by the first entry's row (that keeps the fill-in's scatter-add
+    local in memory). ``level``, ``row`` and ``light`` are padded, ``counts`` the real entries
+    per level; pairs past the real ones join the last (padded, all-zero) entry with itself.
 
     Entries come sorted by (level, row), so each entry pairs with the entries of its level
-    from the first up to itself.
+    from the first up to itself. The arrays are written a chunk of pairs at a time straight
+    into memory the compiled fit reads in place.
     """
-    counts = np.bincount(level, minlength=level.max(initial=-1) + 1)
-    starts = np.cumsum(counts) - counts
     entries = np.flatnonzero(light)
+    starts = np.cumsum(counts) - counts
     entries = entries[np.argsort(row[entries], kind="stable")]
     reps = entries - starts[level[entries]] + 1
-    total = int(reps.sum())
-    index_type = np.int32 if total + len(level) < 2**31 else np.int64
-    begin = (starts[level[entries]] - (np.cumsum(reps) - reps)).astype(index_type)
-    second = np.arange(total, dtype=index_type) + np.repeat(begin, reps)
-    return np.repeat(entries.astype(index_type), reps), second
+    ends = np.cumsum(reps)
+    begin = starts[level[entries]] - (ends - reps)  # second = begin + the pair's position
+    total = int(ends[-1]) if len(ends) else 0
+    index_type = np.int32 if npairs + len(level) < 2**31 else np.int64
+    target_type = np.int32 if mz**2 < 2**31 else np.int64
+    out = Pairs(
+        first=_aligned_empty((npairs,), index_type),
+        second=_aligned_empty((npairs,), index_type),
+        level=_aligned_empty((npairs,), level.dtype),
+        target=_aligned_empty((npairs,), target_type),
+    )
+    cuts = np.searchsorted(ends, np.arange(PAIR_CHUNK, total, PAIR_CHUNK), side="right")
+    bounds = [0, *cuts, len(entries)]
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        a, b = (int(ends[lo - 1]) if lo else 0), (int(ends[hi - 1]) if hi else 0)
+        first = np.repeat(entries[lo:hi].astype(index_type), reps[lo:hi])
+        second = np.repeat(begin[lo:hi].astype(index_type), reps[lo:hi])
+        second += np.arange(a, b, dtype=index_type)
+        _write_pairs(out, slice(a, b), first, second, level, row, mz)
+    last = np.full(npairs - total, len(level) - 1, dtype=index_type)
+    _write_pairs(out, slice(total, npairs), last, last, level, row, mz)
+    return out
+
+
+def _write_pairs(out: Pairs, where: slice, first, second, level, row, mz: int) -> None:
+    out.first[where] = first
+    out.second[where] = second
+    out.level[where] = level[first]
+    target = out.target[where]
+    target[...] = row[first]
+    target *= mz
+    target += row[second]
 
 
 def _lambda_indices(design: Design, sizes: SizeClass, first: bool):
@@ -276,18 +318,15 @@ def row_structure(design: Design, shared: bool = True) -> RowStructure:
     heavy = _heavy_levels(counts, mz, t1.n_columns)
     is_heavy = np.zeros(len(counts), dtype=bool)
     is_heavy[heavy] = True
-    pair_first, pair_second = _pairs(entry_level, entry_row, ~is_heavy[entry_level])
-    sizes = size_class(design, len(entry_level), len(pair_first), len(heavy), shared)
+    n_pairs = int(np.sum(np.where(is_heavy, 0, counts * (counts + 1) // 2)))
+    sizes = size_class(design, len(entry_level), n_pairs, len(heavy), shared)
     heavy_number = np.full(len(counts), sizes.nheavy, dtype=np.int32)
     heavy_number[heavy] = np.arange(len(heavy))
     entry_heavy = _padded(heavy_number[entry_level], sizes.ne, sizes.nheavy)
-    last_entry = sizes.ne - 1  # a padded entry: its values stay zero
-    pair_first = _padded(pair_first, sizes.npairs, last_entry)
-    pair_second = _padded(pair_second, sizes.npairs, last_entry)
+    light = _padded(~is_heavy[entry_level], sizes.ne, False)
     entry_level = _in_place(_padded(entry_level, sizes.ne, 0, np.int32))  # blocks reuse them
     entry_row = _in_place(_padded(entry_row, sizes.ne, 0, np.int32))
-    index_type = np.int32 if sizes.mz**2 < 2**31 else np.int64
-    pair_target = entry_row[pair_first].astype(index_type) * sizes.mz + entry_row[pair_second]
+    pairs = _pairs(entry_level, entry_row, counts, light, sizes.npairs, sizes.mz)
     first_index, rest_index = _lambda_indices(design, sizes, first)
     n = design.nobs
     return RowStructure(
@@ -298,10 +337,10 @@ def row_structure(design: Design, shared: bool = True) -> RowStructure:
         slot_entries=slot_entries,
         entry_level=entry_level,
         entry_row=entry_row,
-        pair_first=pair_first,
-        pair_second=pair_second,
-        pair_level=_in_place(entry_level[pair_first]),
-        pair_target=_in_place(pair_target),
+        pair_first=pairs.first,
+        pair_second=pairs.second,
+        pair_level=pairs.level,
+        pair_target=pairs.target,
         entry_heavy=entry_heavy,
         heavy_level=_padded(heavy, sizes.nheavy, 0, np.int32),
         first_index=first_index,
@@ -334,13 +373,26 @@ def _heavy_rows(rs: RowStructure, entry_values, mz: int):
     """The heavy levels' coupling entries as dense rows (nheavy, s1, mz)."""
     shape = (rs.heavy_level.shape[0], entry_values.shape[1], mz)
     if isinstance(entry_values, np.ndarray):
-        rows = _aligned_empty(shape, np.float64)  # aligned at once: the largest host block
-        rows.fill(0.0)
+        rows = _aligned_empty(shape, np.float64, zeros=True)  # aligned at once: a large block
         keep = rs.entry_heavy < shape[0]
         rows[rs.entry_heavy[keep], :, rs.entry_row[keep]] = entry_values[keep]
         return rows
     rows = jnp.zeros(shape, entry_values.dtype)
     return rows.at[rs.entry_heavy, :, rs.entry_row].add(entry_values, mode="drop")
+
+
+def _pair_products(rs: RowStructure, entry_values):
+    """The products of each pair's entry values (npair, s1, s1); on the host a chunk at a time,
+    straight into memory the compiled fit reads in place (see :func:`_in_place`)."""
+    if not isinstance(entry_values, np.ndarray):
+        return entry_values[rs.pair_first][:, :, None] * entry_values[rs.pair_second][:, None]
+    s1 = entry_values.shape[1]
+    out = _aligned_empty((len(rs.pair_first), s1, s1), entry_values.dtype)
+    for start in range(0, len(out), PAIR_CHUNK):
+        where = slice(start, start + PAIR_CHUNK)
+        first, second = entry_values[rs.pair_first[where]], entry_values[rs.pair_second[where]]
+        np.multiply(first[:, :, None], second[:, None], out=out[where])
+    return out
 
 
 def blocks_from_rows(rs: RowStructure, y, x, weights) -> Blocks:
@@ -361,14 +413,17 @@ def blocks_from_rows(rs: RowStructure, y, x, weights) -> Blocks:
     axx = xy.T @ (w[:, None] * xy) + np.diag(padded_fixed.astype(np.float64))
 
     n_slots = rs.slot_rows.shape[0]
-    azz = xp.zeros((mz, mz), dtype=y.dtype)
+    azz = _aligned_empty((mz, mz), y.dtype, zeros=True) if host else jnp.zeros((mz, mz), y.dtype)
     azx = xp.zeros((mz, xy.shape[1]), dtype=y.dtype)
     entry_values = xp.zeros((len(rs.entry_level), s1), dtype=y.dtype)
     if n_slots:
         wv = w[None, :] * rs.slot_values  # (C, n)
-        targets = rs.slot_rows[:, None, :] * mz + rs.slot_rows[None, :, :]  # (C, C, n)
-        products = wv[:, None, :] * rs.slot_values[None, :, :]
-        azz = _segment_sum(products.reshape(-1), targets.reshape(-1), mz * mz).reshape(mz, mz)
+        targets = (rs.slot_rows[:, None, :] * mz + rs.slot_rows[None, :, :]).reshape(-1)
+        products = (wv[:, None, :] * rs.slot_values[None, :, :]).reshape(-1)  # (C, C, n)
+        if host:  # into the aligned block: no (mz, mz) temporary
+            np.add.at(azz.reshape(-1), targets, products)
+        else:
+            azz = _segment_sum(products, targets, mz * mz).reshape(mz, mz)
         azx = _segment_sum(
             (wv[:, :, None] * xy[None, :, :]).reshape(-1, xy.shape[1]),
             rs.slot_rows.reshape(-1),
@@ -379,13 +434,7 @@ def blocks_from_rows(rs: RowStructure, y, x, weights) -> Blocks:
             rs.slot_entries.reshape(-1),
             len(rs.entry_level),
         )
-    first, second = entry_values[rs.pair_first][:, :, None], entry_values[rs.pair_second][:, None]
-    if host:  # straight into memory the compiled fit reads in place (see _in_place)
-        pair_products = np.multiply(
-            first, second, out=_aligned_empty((len(first), s1, s1), y.dtype)
-        )
-    else:
-        pair_products = first * second
+    pair_products = _pair_products(rs, entry_values)
     heavy_rows = _heavy_rows(rs, entry_values, mz)
     positive = w > 0
     blocks = Blocks(
@@ -414,6 +463,12 @@ def blocks_from_rows(rs: RowStructure, y, x, weights) -> Blocks:
 
 IN_PLACE_ALIGNMENT = 64  # XLA's CPU client reads a host array in place when it is this aligned
 IN_PLACE_MIN_BYTES = 2**20
+# Private zeroed memory, its pages mapped at once (one system call instead of a fault per page).
+_MAP_FLAGS = (
+    getattr(mmap, "MAP_PRIVATE", 0)
+    | getattr(mmap, "MAP_ANONYMOUS", 0)
+    | getattr(mmap, "MAP_POPULATE", 0)
+)
 
 
 def _in_place(a: np.ndarray) -> np.ndarray:
@@ -426,9 +481,17 @@ def _in_place(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def _aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
-    """An uninitialised array whose data starts IN_PLACE_ALIGNMENT-aligned."""
+def _aligned_empty(shape: tuple[int, ...], dtype, zeros: bool = False) -> np.ndarray:
+    """An array whose data starts IN_PLACE_ALIGNMENT-aligned: uninitialised, or ``zeros``.
+
+    Large ones are mapped from the system directly: page-aligned, zeroed, in ordinary pages.
+    NumPy asks for transparent huge pages for its own large arrays, and where the system's
+    memory is fragmented each page fault then waits for the kernel to compact memory: writing
+    a 1M-row design's blocks took 2-3x as long the first time in a process."""
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    buffer = np.empty(nbytes + IN_PLACE_ALIGNMENT, dtype=np.uint8)
+    if nbytes >= IN_PLACE_MIN_BYTES and hasattr(mmap, "MAP_ANONYMOUS"):
+        memory = mmap.mmap(-1, nbytes, flags=_MAP_FLAGS)
+        return np.frombuffer(memory, dtype).reshape(shape)
+    buffer = (np.zeros if zeros else np.empty)(nbytes + IN_PLACE_ALIGNMENT, dtype=np.uint8)
     start = -buffer.ctypes.data % IN_PLACE_ALIGNMENT
     return buffer[start : start + nbytes].view(dtype).reshape(shape)

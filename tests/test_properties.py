@@ -264,3 +264,39 @@ def test_large_host_blocks_are_read_in_place():
             assert np.shares_memory(np.asarray(jax.device_put(out)), out)
     small = np.arange(10.0)[1:]
     assert _in_place(small) is small
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 2**20])
+def test_pairs_written_by_chunks_are_all_pairs_within_each_light_level(monkeypatch, chunk):
+    """The coupling entries' pairs, written a chunk at a time, are exactly the pairs of entries
+    of one light term-1 level (second row at most the first's), each once, ordered by the
+    first's row, with their level and flat target; padding joins the last entry with itself."""
+    from jaxlmm import crossprod
+
+    rng = np.random.default_rng(3)
+    mz, ne = 12, 64
+    counts = rng.integers(1, 9, 10)
+    level = np.repeat(np.arange(10), counts)
+    row = np.concatenate([np.sort(rng.choice(mz, c, replace=False)) for c in counts])
+    is_light = rng.random(10) < 0.7
+    real = len(level)
+    pad = ne - real
+    level, row = (np.concatenate([a, np.zeros(pad, int)]).astype(np.int32) for a in (level, row))
+    light = np.concatenate([is_light[level[:real]], np.zeros(pad, bool)])
+    want = {
+        (a, b)
+        for a in np.flatnonzero(light)
+        for b in np.flatnonzero(light)
+        if level[a] == level[b] and row[b] <= row[a]
+    }
+    npairs = len(want) + 5
+    monkeypatch.setattr(crossprod, "PAIR_CHUNK", chunk)
+    pairs = crossprod._pairs(level, row, counts, light, npairs, mz)
+    first, second = pairs.first[: len(want)], pairs.second[: len(want)]
+    assert sorted(zip(first.tolist(), second.tolist(), strict=True)) == sorted(want)
+    assert np.all(np.diff(row[first]) >= 0)
+    assert np.all(pairs.first[len(want) :] == ne - 1) and np.all(
+        pairs.second[len(want) :] == ne - 1
+    )
+    np.testing.assert_array_equal(pairs.level, level[pairs.first])
+    np.testing.assert_array_equal(pairs.target, row[pairs.first] * mz + row[pairs.second])
