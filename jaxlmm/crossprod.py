@@ -463,12 +463,6 @@ def blocks_from_rows(rs: RowStructure, y, x, weights) -> Blocks:
 
 IN_PLACE_ALIGNMENT = 64  # XLA's CPU client reads a host array in place when it is this aligned
 IN_PLACE_MIN_BYTES = 2**20
-# Private zeroed memory, its pages mapped at once (one system call instead of a fault per page).
-_MAP_FLAGS = (
-    getattr(mmap, "MAP_PRIVATE", 0)
-    | getattr(mmap, "MAP_ANONYMOUS", 0)
-    | getattr(mmap, "MAP_POPULATE", 0)
-)
 
 
 def _in_place(a: np.ndarray) -> np.ndarray:
@@ -484,13 +478,14 @@ def _in_place(a: np.ndarray) -> np.ndarray:
 def _aligned_empty(shape: tuple[int, ...], dtype, zeros: bool = False) -> np.ndarray:
     """An array whose data starts IN_PLACE_ALIGNMENT-aligned: uninitialised, or ``zeros``.
 
-    Large ones are mapped from the system directly: page-aligned, zeroed, in ordinary pages.
-    NumPy asks for transparent huge pages for its own large arrays, and where the system's
-    memory is fragmented each page fault then waits for the kernel to compact memory: writing
-    a 1M-row design's blocks took 2-3x as long the first time in a process."""
+    Large ones are mapped from the system directly: page-aligned, in ordinary pages, zero and
+    taking no memory until written (a large design's heavy rows are mostly zeros). NumPy asks
+    for transparent huge pages for its own large arrays, and where the system's memory is
+    fragmented each page fault then waits for the kernel to compact memory: writing a 1M-row
+    design's blocks took 2-3x as long the first time in a process."""
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if nbytes >= IN_PLACE_MIN_BYTES and hasattr(mmap, "MAP_ANONYMOUS"):
-        memory = mmap.mmap(-1, nbytes, flags=_MAP_FLAGS)
+        memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         return np.frombuffer(memory, dtype).reshape(shape)
     buffer = (np.zeros if zeros else np.empty)(nbytes + IN_PLACE_ALIGNMENT, dtype=np.uint8)
     start = -buffer.ctypes.data % IN_PLACE_ALIGNMENT

@@ -338,8 +338,10 @@ def _canonical(column: pd.Series, name: str) -> pd.Series:
         categories = list(dict.fromkeys(_level_label(c) for c in column.cat.categories))
     else:
         categories = sorted(set(labels))
-    values = np.array(labels + [None], dtype=object)[codes]
-    return pd.Series(pd.Categorical(values, categories=categories), index=column.index)
+    position = {label: k for k, label in enumerate(categories)}
+    recode = np.array([position[label] for label in labels] + [-1], dtype=np.int64)
+    factor = pd.Categorical.from_codes(recode[codes], categories=categories)
+    return pd.Series(factor, index=column.index)
 
 
 def _is_numeric(column: pd.Series) -> bool:
