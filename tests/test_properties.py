@@ -148,10 +148,13 @@ def test_optimiser_derivatives_equal_autodiff(seed, theta, reml, weighted):
                 np.testing.assert_allclose(value, want, rtol=1e-8, atol=1e-9 * scale)
 
 
-def test_chain_rule_derivatives_with_the_host_inverse(monkeypatch):
+@pytest.mark.parametrize("width", [3, 1024])  # mz = 8: in blocks, the last shifted back; whole
+def test_chain_rule_derivatives_with_the_host_inverse(monkeypatch, width):
     """The chain-rule derivatives with the dense block inverted by LAPACK from the host (the
-    path of large blocks on CPU, here forced on a small one) equal plain autodiff."""
+    path of large blocks on CPU, here forced on a small one) equal plain autodiff, whether the
+    Hessian's traces and the heavy fill-in are formed in blocks or whole."""
     monkeypatch.setattr(linalg, "HOST_LAPACK_MIN", 1)
+    monkeypatch.setattr(deviance, "HEAVY_BLOCK", width)
     data = make_data(5)
     formula = "y ~ x + (x | g) + (x | h)"
     with jax.enable_x64(True):
