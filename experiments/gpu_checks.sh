@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# jaxlmm on a GPU, float64, in one run: the reference tests, then the benchmarks without R
-# (the large crossed designs first). Each step has its own time limit so that one slow or
-# failing step leaves the others their figures; every step's output is also kept in $OUT
-# (or ./gpu-out) when set.
+# jaxlmm on a GPU, float64, in one run: the benchmarks without R (the large crossed designs
+# first), then the reference, inference and batch tests. Each step has its own time limit, so
+# that one slow or failing step leaves the others their figures; every step's output is also
+# kept in $OUT (or ./gpu-out).
 #
 #     bash experiments/gpu_checks.sh
 set -u
@@ -31,4 +31,4 @@ print('sleepstudy on', jax.default_backend(), f'{time.perf_counter() - start:.2f
 step scale "${SCALE_LIMIT:-330}" python3 experiments/bench_scale.py --skip-r --large --cases ml10m ml1m
 step core 100 python3 experiments/bench_core.py --skip-r
 step batch 80 python3 experiments/bench_batch.py --skip-r
-step reference 120 python3 -m pytest -q -p no:cacheprovider tests/test_reference.py tests/test_extra_reference.py
+step tests 200 python3 -m pytest -q -p no:cacheprovider tests/test_reference.py tests/test_extra_reference.py tests/test_inference.py tests/test_batch.py
