@@ -39,7 +39,10 @@ def _cores() -> int:
 # LAPACK, Eigen and loop control, not to generated code). Level 0 would halve compiling again
 # but runs 2-3x slower and was seen to hang XLA's runtime. LLVM compiles the program in parts
 # side by side: twice as many parts as cores keeps every core busy without the cost of many
-# small parts (on two cores, 4 parts compile 15-20% faster than XLA's default).
+# small parts (on two cores, 4 parts compile 15-20% faster than XLA's default). Hoisting
+# loop-invariant code out of the optimiser's loops is one of XLA's costliest passes on these
+# programs; left out, a first small fit compiles 10% faster and warm fits run as fast (what it
+# would hoist costs microseconds).
 # Large problems (a leaf of LARGE_LEAF elements or more: the pairs and dense block of a large
 # crossed design) compute for seconds and compile once: XLA's defaults run them 10-20% faster.
 # On other devices (GPU) XLA's defaults apply throughout.
@@ -47,6 +50,7 @@ COMPILER_OPTIONS = {
     "xla_cpu_use_fusion_emitters": False,
     "xla_backend_optimization_level": 1,
     "xla_cpu_parallel_codegen_split_count": 2 * _cores(),
+    "xla_disable_hlo_passes": "while-loop-invariant-code-motion",
 }
 LARGE_LEAF = 2**20
 
