@@ -230,14 +230,40 @@ def expensive_hessian(blocks: Blocks) -> bool:
     return not is_dense(blocks) and blocks.mz >= CHAIN_RULE_MIN_MZ
 
 
-def _full_system(theta, blocks: Blocks):
+class DenseSystem(NamedTuple):
+    """What a dense system's derivatives use that does not depend on theta (formed once per
+    fit, outside the optimiser's loops)."""
+
+    a: jax.Array  # (n, n) [Z X y]' W [Z X y]
+    a_shifted: jax.Array  # (shifts, shifts, mz, mz): [d, e, j, l] = A[j + d, l + e]
+    mask: jax.Array  # (n_theta, shifts, mz): the entries Lambda_z[j + d, j] theta_t fills
+    weights: jax.Array  # (n,) c: 1 on the random effects, reml on the fixed, the dof on y
+    constant: jax.Array  # () the criterion's constant
+
+
+def dense_system(blocks: Blocks, reml) -> DenseSystem:
+    """The theta-free parts of the dense system of ``blocks`` (see :func:`dense_derivatives`)."""
+    mz, p, shifts = blocks.mz, blocks.p, blocks.rest_index.shape[0]
+    a = jnp.block([[blocks.azz, blocks.azx], [blocks.azx.T, blocks.axx]])
+    padded = jnp.pad(a, ((0, shifts), (0, shifts)))
+    a_shifted = jnp.stack(
+        [jnp.stack([padded[d : d + mz, e : e + mz] for e in range(shifts)]) for d in range(shifts)]
+    )
+    mask = (blocks.rest_index == jnp.arange(blocks.n_theta)[:, None, None]).astype(a.dtype)
+    dof = jnp.where(reml, blocks.nobs - blocks.n_fixed, blocks.nobs)
+    reml_weight = jnp.where(reml, 1.0, 0.0)
+    weights = jnp.concatenate([jnp.ones(mz), jnp.full(p, reml_weight), jnp.reshape(dof, (1,))])
+    constant = dof * (1 + jnp.log(2 * jnp.pi / dof)) - blocks.sum_log_weights
+    return DenseSystem(a, a_shifted, mask, weights, constant)
+
+
+def _full_system(theta, blocks: Blocks, a):
     """Phi = Lambda~' A Lambda~ + diag(I, 0) for the whole dense system [Z X y] (dense blocks
     only), with K = A Lambda~: Lambda~ = blockdiag(Lambda_z, I)."""
     v = rest_diagonals(theta, blocks)
-    a = jnp.block([[blocks.azz, blocks.azx], [blocks.azx.T, blocks.axx]])
     k = jnp.concatenate([times_lambda(a[:, : blocks.mz], v), a[:, blocks.mz :]], axis=1)
     phi = jnp.concatenate([lambda_transpose_times(k[: blocks.mz], v), k[blocks.mz :]], axis=0)
-    return phi + jnp.diag((jnp.arange(a.shape[0]) < blocks.mz).astype(theta.dtype)), a, k
+    return phi + jnp.diag((jnp.arange(a.shape[0]) < blocks.mz).astype(theta.dtype)), k
 
 
 def _shifted(m, shifts: int, mz: int):
@@ -247,7 +273,7 @@ def _shifted(m, shifts: int, mz: int):
     return jnp.stack([padded[d : d + mz] for d in range(shifts)])
 
 
-def dense_derivatives(theta, blocks: Blocks, reml, order: int):
+def dense_derivatives(theta, blocks: Blocks, reml, order: int, system: DenseSystem | None = None):
     """The criterion of a dense system and, for ``order`` 1 and 2, its gradient and Hessian in
     closed form.
 
@@ -260,21 +286,19 @@ def dense_derivatives(theta, blocks: Blocks, reml, order: int):
     diagonal): d L^{-1} = -P_u L^{-1}. E_t (d Lambda~ / d theta_t) is never formed: it is the
     mask m_t[d, j] of the entries Lambda_z[j + d, j] that theta_t fills, so every product with
     it is a masked sum of shifted rows, and the Hessian costs one matrix product per theta.
+    ``system``: :func:`dense_system` of the blocks, when formed beforehand.
     """
-    phi, a, k = _full_system(theta, blocks)
-    n, mz, p = phi.shape[0], blocks.mz, blocks.p
-    dof = jnp.where(reml, blocks.nobs - blocks.n_fixed, blocks.nobs)
-    reml_weight = jnp.where(reml, 1.0, 0.0)
-    c = jnp.concatenate([jnp.ones(mz), jnp.full(p, reml_weight), jnp.reshape(dof, (1,))])
+    system = dense_system(blocks, reml) if system is None else system
+    c, mask = system.weights, system.mask
+    phi, k = _full_system(theta, blocks, system.a)
+    n, mz = phi.shape[0], blocks.mz
     low = cholesky(phi, unrolled=False)
-    constant = dof * (1 + jnp.log(2 * jnp.pi / dof)) - blocks.sum_log_weights
-    value = jnp.sum(c * jnp.log(jnp.diag(low) ** 2)) + constant
+    value = jnp.sum(c * jnp.log(jnp.diag(low) ** 2)) + system.constant
     if order == 0:
         return value
     inv = jax.scipy.linalg.solve_triangular(low, jnp.eye(n, dtype=phi.dtype), lower=True)
     w = inv.T @ (c[:, None] * inv)
     shifts = blocks.rest_index.shape[0]
-    mask = (blocks.rest_index == jnp.arange(blocks.n_theta)[:, None, None]).astype(phi.dtype)
     kw_diagonals = jnp.sum(_shifted(k, shifts, mz) * w[:, :mz].T, axis=-1)  # (KW)[j+d, j]
     grad = 2 * jnp.sum(mask * kw_diagonals, axis=(1, 2))
     if order == 1:
@@ -286,11 +310,7 @@ def dense_derivatives(theta, blocks: Blocks, reml, order: int):
     half = jnp.tril(jnp.ones((n, n), phi.dtype)) - 0.5 * jnp.eye(n, dtype=phi.dtype)
     weighted = (c[:, None] * half * x).reshape(x.shape[0], -1)
     hess_factor = -2 * weighted @ x.reshape(x.shape[0], -1).T
-    padded = jnp.pad(a, ((0, shifts), (0, shifts)))  # [d, e, j, l] = A[j + d, l + e]
-    a_shifted = jnp.stack(
-        [jnp.stack([padded[d : d + mz, e : e + mz] for e in range(shifts)]) for d in range(shifts)]
-    )
-    b = a_shifted * w[:mz, :mz].T  # [d, e, j, l] = A[j + d, l + e] W[l, j]
+    b = system.a_shifted * w[:mz, :mz].T  # [d, e, j, l] = A[j + d, l + e] W[l, j]
     flat = mask.reshape(mask.shape[0], -1)  # <E_t, A E_u W>
     hess_pattern = 2 * flat @ jnp.swapaxes(b, 1, 2).reshape(flat.shape[1], -1) @ flat.T
     hess = hess_factor + hess_pattern

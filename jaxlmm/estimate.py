@@ -21,7 +21,15 @@ import numpy as np
 
 from . import parameters
 from .crossprod import Blocks
-from .deviance import expensive_hessian, is_dense, objective, value_and_grad, value_grad_hess
+from .deviance import (
+    dense_derivatives,
+    dense_system,
+    expensive_hessian,
+    is_dense,
+    objective,
+    value_and_grad,
+    value_grad_hess,
+)
 from .linalg import cho_solve, cholesky
 from .model import Model
 from .optimize import ITERATIONS, Criterion, minimize
@@ -30,7 +38,16 @@ from .status import Status
 
 
 def criterion(blocks: Blocks, reml) -> Criterion:
-    """The criterion of one model's blocks with its exact derivatives."""
+    """The criterion of one model's blocks with its exact derivatives (for a dense system,
+    with its theta-free parts formed here, before the optimiser's loops)."""
+    if is_dense(blocks):
+        system = dense_system(blocks, reml)
+        return Criterion(
+            *(
+                partial(dense_derivatives, blocks=blocks, reml=reml, order=order, system=system)
+                for order in range(3)
+            )
+        )
     return Criterion(
         partial(objective, blocks=blocks, reml=reml),
         partial(value_and_grad, blocks=blocks, reml=reml),

@@ -41,8 +41,8 @@ def _cores() -> int:
 # side by side: twice as many parts as cores keeps every core busy without the cost of many
 # small parts (on two cores, 4 parts compile 15-20% faster than XLA's default). Hoisting
 # loop-invariant code out of the optimiser's loops is one of XLA's costliest passes on these
-# programs; left out, a first small fit compiles 10% faster and warm fits run as fast (what it
-# would hoist costs microseconds).
+# programs (10% of compiling a small fit); it is left out, and the criterion's theta-free parts
+# are formed before the loops instead (``deviance.dense_system``), so fits run as fast.
 # Large problems (a leaf of LARGE_LEAF elements or more: the pairs and dense block of a large
 # crossed design) compute for seconds and compile once: XLA's defaults run them 10-20% faster.
 # On other devices (GPU) XLA's defaults apply throughout.
