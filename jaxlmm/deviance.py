@@ -237,6 +237,8 @@ class DenseSystem(NamedTuple):
     a: jax.Array  # (n, n) [Z X y]' W [Z X y]
     a_shifted: jax.Array  # (shifts, shifts, mz, mz): [d, e, j, l] = A[j + d, l + e]
     mask: jax.Array  # (n_theta, shifts, mz): the entries Lambda_z[j + d, j] theta_t fills
+    identity_z: jax.Array  # (n, n) diag(I, 0): the identity on the random effects
+    half: jax.Array  # (n, n) lower triangle of ones, half on the diagonal
     weights: jax.Array  # (n,) c: 1 on the random effects, reml on the fixed, the dof on y
     constant: jax.Array  # () the criterion's constant
 
@@ -250,20 +252,24 @@ def dense_system(blocks: Blocks, reml) -> DenseSystem:
         [jnp.stack([padded[d : d + mz, e : e + mz] for e in range(shifts)]) for d in range(shifts)]
     )
     mask = (blocks.rest_index == jnp.arange(blocks.n_theta)[:, None, None]).astype(a.dtype)
+    n = a.shape[0]
+    identity_z = jnp.diag((jnp.arange(n) < mz).astype(a.dtype))
+    half = jnp.tril(jnp.ones((n, n), a.dtype)) - 0.5 * jnp.eye(n, dtype=a.dtype)
     dof = jnp.where(reml, blocks.nobs - blocks.n_fixed, blocks.nobs)
     reml_weight = jnp.where(reml, 1.0, 0.0)
     weights = jnp.concatenate([jnp.ones(mz), jnp.full(p, reml_weight), jnp.reshape(dof, (1,))])
     constant = dof * (1 + jnp.log(2 * jnp.pi / dof)) - blocks.sum_log_weights
-    return DenseSystem(a, a_shifted, mask, weights, constant)
+    return DenseSystem(a, a_shifted, mask, identity_z, half, weights, constant)
 
 
-def _full_system(theta, blocks: Blocks, a):
+def _full_system(theta, blocks: Blocks, system: DenseSystem):
     """Phi = Lambda~' A Lambda~ + diag(I, 0) for the whole dense system [Z X y] (dense blocks
     only), with K = A Lambda~: Lambda~ = blockdiag(Lambda_z, I)."""
-    v = rest_diagonals(theta, blocks)
-    k = jnp.concatenate([times_lambda(a[:, : blocks.mz], v), a[:, blocks.mz :]], axis=1)
-    phi = jnp.concatenate([lambda_transpose_times(k[: blocks.mz], v), k[blocks.mz :]], axis=0)
-    return phi + jnp.diag((jnp.arange(a.shape[0]) < blocks.mz).astype(theta.dtype)), k
+    a, mz = system.a, blocks.mz
+    v = jnp.tensordot(theta, system.mask, axes=1)  # the diagonals of Lambda_z
+    k = jnp.concatenate([times_lambda(a[:, :mz], v), a[:, mz:]], axis=1)
+    phi = jnp.concatenate([lambda_transpose_times(k[:mz], v), k[mz:]], axis=0)
+    return phi + system.identity_z, k
 
 
 def _shifted(m, shifts: int, mz: int):
@@ -290,7 +296,7 @@ def dense_derivatives(theta, blocks: Blocks, reml, order: int, system: DenseSyst
     """
     system = dense_system(blocks, reml) if system is None else system
     c, mask = system.weights, system.mask
-    phi, k = _full_system(theta, blocks, system.a)
+    phi, k = _full_system(theta, blocks, system)
     n, mz = phi.shape[0], blocks.mz
     low = cholesky(phi, unrolled=False)
     value = jnp.sum(c * jnp.log(jnp.diag(low) ** 2)) + system.constant
@@ -307,8 +313,7 @@ def dense_derivatives(theta, blocks: Blocks, reml, order: int, system: DenseSyst
     s_t = jnp.sum(mask[..., None] * kt, axis=1)  # (E_t' K L^{-T})[:mz]
     r = jnp.einsum("aj,tjk->tak", inv[:, :mz], s_t)  # L^{-1} E_t' K L^{-T}
     x = r + jnp.swapaxes(r, 1, 2)
-    half = jnp.tril(jnp.ones((n, n), phi.dtype)) - 0.5 * jnp.eye(n, dtype=phi.dtype)
-    weighted = (c[:, None] * half * x).reshape(x.shape[0], -1)
+    weighted = (c[:, None] * system.half * x).reshape(x.shape[0], -1)
     hess_factor = -2 * weighted @ x.reshape(x.shape[0], -1).T
     b = system.a_shifted * w[:mz, :mz].T  # [d, e, j, l] = A[j + d, l + e] W[l, j]
     flat = mask.reshape(mask.shape[0], -1)  # <E_t, A E_u W>
