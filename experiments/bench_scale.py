@@ -14,13 +14,12 @@ Cases (seeded data, generated here):
 Each case runs in a fresh process on data generated beforehand and saved to a file (so its
 peak RSS is its own, not that of generating the data) and prints: the model build (formula,
 design and cross-products: ``jaxlmm.model``), the first fit (compilation included), the warm
-fit (not for ml10m on CPU, fitted once), the peak RSS of the process through those fits (one fit
-held at a time), the
-criterion, and the same for lme4 (Rscript, peak from
-/proc/self/status) where it finishes within ``--r-limit``. For crossed designs it also prints
-the dense block's size, the warm fit's iterations, the time of one criterion evaluation with
-its gradient, and the rate of a Cholesky factor of the dense block's size against a measured
-matrix product (the machine's practical peak).
+fit (not for ml10m on CPU, fitted once), the peak RSS of the process through those fits (one
+fit held at a time) and, on an accelerator, its peak memory, the criterion, and the same for
+lme4 (Rscript, peak from /proc/self/status) where it finishes within ``--r-limit``. For
+crossed designs it also prints the dense block's size, the warm fit's iterations, the time of
+one criterion evaluation with its gradient, and the rate of a Cholesky factor of the dense
+block's size against a measured matrix product (the machine's practical peak).
 """
 
 from __future__ import annotations
@@ -225,10 +224,6 @@ def run_child(name: str, data: pd.DataFrame) -> dict | None:
             np.savez(path, **{column: data[column].to_numpy() for column in data.columns})
             command += ["--data", path]
         result = subprocess.run(command, capture_output=True, text=True)
-    return _child_result(name, result)
-
-
-def _child_result(name: str, result) -> dict | None:
     if result.returncode != 0:
         print(f"  {name} failed: {result.stderr.strip()[-600:]}")
         return None

@@ -123,30 +123,41 @@ def _add_heavy_products(low, w_heavy, rows):
     """``low`` plus the lower blocks (at most HEAVY_BLOCK wide) of the symmetric sum_l rows_l'
     w_l rows_l: the heavy levels' fill-in, formed block pair by block pair in a loop
     (rematerialised in autodiff), so that autodiff holds one block's weighted rows and cotangent
-    at a time, not the rows' size many times over. The last blocks start early enough to end at
-    mz; what they share with the blocks before them is masked out."""
+    at a time, not the rows' size many times over (blocks as in :func:`_block_start`)."""
     mz = low.shape[0]
     if not rows.shape[0] or not mz:
         return low
-    count = -(-mz // HEAVY_BLOCK)
-    width = -(-mz // count)  # at most HEAVY_BLOCK, count blocks cover mz
+    count, width = _covering_blocks(mz)
     pairs = jnp.asarray([(i, j) for i in range(count) for j in range(i + 1)], dtype=jnp.int32)
 
     @jax.checkpoint
     def add(low, pair):
-        begin = pair * width  # where each block's own rows begin; it starts at most mz - width
-        a, c = jnp.minimum(begin, mz - width)
+        a, own_rows = _block_start(pair[0], width, mz)
+        c, own_columns = _block_start(pair[1], width, mz)
         left = jax.lax.dynamic_slice_in_dim(rows, a, width, axis=2)
         right = jax.lax.dynamic_slice_in_dim(rows, c, width, axis=2)
         block = jnp.einsum("lam,lab,lbn->mn", left, w_heavy, right)
-        own_rows = a + jnp.arange(width) >= begin[0]
-        own_columns = c + jnp.arange(width) >= begin[1]
         keep = own_rows[:, None] & own_columns[None, :]
         keep = jnp.where(pair[0] == pair[1], jnp.tril(keep), keep)
         old = jax.lax.dynamic_slice(low, (a, c), (width, width))
         return jax.lax.dynamic_update_slice(low, old + jnp.where(keep, block, 0.0), (a, c)), None
 
     return jax.lax.scan(add, low, pairs)[0]
+
+
+def _covering_blocks(mz: int) -> tuple[int, int]:
+    """(count, width): ``count`` blocks of one width, at most HEAVY_BLOCK, that cover mz."""
+    count = -(-mz // HEAVY_BLOCK)
+    return count, -(-mz // count)
+
+
+def _block_start(k, width: int, mz: int):
+    """Where block ``k`` of :func:`_covering_blocks` starts, and which of its rows are its own:
+    the last blocks start early enough to end at mz, their overlap with the ones before them is
+    not theirs."""
+    begin = k * width
+    start = jnp.minimum(begin, mz - width)
+    return start, start + jnp.arange(width) >= begin
 
 
 def scale_rest(v, zz, zx):
@@ -367,19 +378,15 @@ def _times_inverse(dzz, inv, theta, m1: int):
 
 
 def _trace_of_product(a, b):
-    """tr(a b) = sum_ij a_ij b_ji, a block of a's rows against the same block of b's columns at
-    a time (about HEAVY_BLOCK wide; the last block shifted back to end at mz, its overlap with
-    the one before masked): no transposed copy of b."""
+    """tr(a b) = sum_ij a_ij b_ji, a block of a's rows (:func:`_covering_blocks`) against the
+    same block of b's columns at a time: no transposed copy of b."""
     mz = a.shape[0]
-    count = -(-mz // HEAVY_BLOCK)
-    width = -(-mz // count)
+    count, width = _covering_blocks(mz)
 
     def block(k):
-        begin = k * width
-        start = jnp.minimum(begin, mz - width)
+        start, own = _block_start(k, width, mz)
         rows = jax.lax.dynamic_slice_in_dim(a, start, width, axis=0)
         columns = jax.lax.dynamic_slice_in_dim(b, start, width, axis=1)
-        own = start + jnp.arange(width) >= begin
         return jnp.sum(jnp.where(own[:, None], rows * columns.T, 0.0))
 
     return jnp.sum(jax.lax.map(block, jnp.arange(count)))
