@@ -23,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from . import parameters, programs
-from .crossprod import RowStructure, blocked, blocks_from_rows
+from .crossprod import STRIP, RowStructure, blocked, blocks_from_rows
 from .design import Design
 from .estimate import Estimates, assemble, fit_blocks
 from .inference import varpar_jacobians
@@ -107,9 +107,9 @@ DENSE_COPIES = 48  # (mz, mz) arrays per response: the exact Hessian's ~20, with
 
 def work_bytes(rows: RowStructure) -> int:
     """Bytes that one response's fit holds while it runs: copies of the dense block (the exact
-    Hessian's), its own pair products and values per observation."""
-    pairs = rows.pair_first.shape[0] * rows.z1.shape[1] ** 2
-    return 8 * (DENSE_COPIES * rows.mz**2 + 3 * pairs + 16 * rows.codes1.shape[0])
+    Hessian's), a step of its fill-in's loop over pairs and values per observation."""
+    pairs = rows.strip_first.shape[-1] * STRIP * rows.z1.shape[1]
+    return 8 * (DENSE_COPIES * rows.mz**2 + 4 * pairs + 16 * rows.codes1.shape[0])
 
 
 def chunk_size_for(n_responses: int, chunk_size: int, n_devices: int, rows: RowStructure) -> int:

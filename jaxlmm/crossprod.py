@@ -3,9 +3,10 @@
 The first random term (the one with most levels) is kept block-diagonal: one ``s1 x s1`` block
 per level. All later terms, X and y form the dense "rest" of size ``mz + p + 1``. The coupling
 between term 1 and the rest Z columns is sparse: it is stored as entries (level, rest row,
-values). For the Schur complement, the levels with few entries store the products of their
-entry pairs; the levels with many entries store their coupling as dense rows (one product of
-matrices is cheaper than their many pairs). Nothing stored here grows with the number of
+values). For the Schur complement, the levels with few entries index the pairs of their entries
+(as strips of consecutive second entries, a byte or so per pair; the products are formed in
+the fill-in's loop); the levels with many entries store their coupling as dense rows (one
+product of matrices is cheaper than their many pairs). Nothing stored here grows with the number of
 observations; finding the entries takes one sort of the codes, summing them O(n) time and
 memory (vectorised segment sums, no per-observation or per-pair Python).
 
@@ -47,6 +48,16 @@ def _geometric(n: int, minimum: int) -> int:
     return -(-n >> shift) << shift
 
 
+STRIP = 8  # a light entry's pairs are taken this many at a time (the last strip masked)
+STRIP_CHUNK = 2**17  # strips per step of the fill-in's loop (a million pairs: temporaries of MB)
+
+
+def _strip_count(n: int, minimum: int) -> int:
+    """:func:`_geometric`, and a multiple of the fill-in loop's width past it."""
+    n = _geometric(n, minimum)
+    return -(-n // STRIP_CHUNK) * STRIP_CHUNK if n > STRIP_CHUNK else n
+
+
 @dataclass(frozen=True)
 class SizeClass:
     """Padded dimensions of a model's blocks; models of one size class share compiled code."""
@@ -56,7 +67,7 @@ class SizeClass:
     mz: int  # rows of the dense rest (later terms)
     shifts: int  # columns of the widest later term (Lambda_z has that many diagonals)
     ne: int  # coupling entries
-    npairs: int  # pairs of coupling entries of the light levels
+    nstrips: int  # strips of pairs of coupling entries of the light levels
     nheavy: int  # heavy levels (coupling stored as dense rows)
     p: int  # fixed-effect columns
     n_theta: int
@@ -71,8 +82,8 @@ def blocked(design: Design, shared: bool) -> bool:
     return not shared or sum(t.n_levels * t.n_columns for t in design.terms) > DENSE_MAX
 
 
-def size_class(design: Design, ne: int, npairs: int, nheavy: int, shared: bool = True) -> SizeClass:
-    """The size class of ``design`` with ``ne`` coupling entries, ``npairs`` pairs and
+def size_class(design: Design, ne: int, nstrips: int, nheavy: int, shared: bool = True) -> SizeClass:
+    """The size class of ``design`` with ``ne`` coupling entries, ``nstrips`` strips and
     ``nheavy`` heavy levels.
     ``shared`` pads generously (small models of all usual shapes fall in one class: single
     fits, where compiling costs more than computing); otherwise only a little (batches, where
@@ -93,7 +104,7 @@ def size_class(design: Design, ne: int, npairs: int, nheavy: int, shared: bool =
             mz=_power_of_two(mz, 64) if mz else 0,
             shifts=max(shifts, 2),
             ne=_geometric(ne + 1, 256 if first else 1),
-            npairs=_geometric(npairs, 1024 if first else 0),
+            nstrips=_strip_count(nstrips, 128 if first else 0),
             nheavy=_geometric(nheavy, 0),
             p=_power_of_two(p, 4),
             n_theta=_power_of_two(n_theta, 4),
@@ -104,7 +115,7 @@ def size_class(design: Design, ne: int, npairs: int, nheavy: int, shared: bool =
         mz=_geometric(mz, 0) if mz <= 256 else -(-mz // 32) * 32,
         shifts=shifts,
         ne=_geometric(ne + 1, 1),
-        npairs=_geometric(npairs, 0),
+        nstrips=_strip_count(nstrips, 0),
         nheavy=_geometric(nheavy, 0),
         p=p,
         n_theta=n_theta,
@@ -124,9 +135,8 @@ class Blocks:
     entry_level: np.ndarray  # (ne,) int: term-1 level of each coupling entry
     entry_row: np.ndarray  # (ne,) int: rest-Z row of each coupling entry
     entry_values: np.ndarray  # (ne, s1)
-    pair_level: np.ndarray  # (npair,) int: term-1 level of each pair of entries (light levels)
-    pair_target: np.ndarray  # (npair,) int: where in the flat (mz, mz) block it lands (lower)
-    pair_products: np.ndarray  # (npair, s1, s1): outer products of the two entries' values
+    strip_first: np.ndarray  # (chunks, width) int: the light levels' strips of entry pairs:
+    strip_start: np.ndarray  # (chunks, width) int: first entry, first of the seconds (_strips)
     heavy_level: np.ndarray  # (nheavy,) int: the heavy levels
     heavy_rows: np.ndarray  # (nheavy, s1, mz): their coupling with the later terms, dense
     nobs: np.ndarray  # () float: number of observations (rows with positive weight)
@@ -167,10 +177,8 @@ class RowStructure:
     slot_entries: np.ndarray  # (C, n) int: coupling entry each (slot, observation) adds to
     entry_level: np.ndarray  # (ne,) int
     entry_row: np.ndarray  # (ne,) int
-    pair_first: np.ndarray  # (npair,) int: entry indices of each pair
-    pair_second: np.ndarray  # (npair,) int
-    pair_level: np.ndarray  # (npair,) int: their term-1 level
-    pair_target: np.ndarray  # (npair,) int: where in the flat (mz, mz) block they land
+    strip_first: np.ndarray  # (chunks, width) int: the light levels' pairs (see _strips)
+    strip_start: np.ndarray  # (chunks, width) int
     entry_heavy: np.ndarray  # (ne,) int: heavy level of each entry (nheavy: a light level)
     heavy_level: np.ndarray  # (nheavy,) int
     first_index: np.ndarray  # (s1, s1) int
@@ -203,7 +211,7 @@ def _coupling(design: Design, first: bool):
     return slot_rows, slot_values, inverse.reshape(keys.shape), entry_level, entry_row
 
 
-PAIR_BUDGET = 2**24  # most entry pairs stored (16 bytes each, with their indices)
+PAIR_BUDGET = 2**28  # most light pairs (about a byte each, as strips)
 PAIR_COST_RATIO = 0.09  # a level is cheaper as a dense row from about this many entries per mz
 
 
@@ -220,65 +228,42 @@ def _heavy_levels(counts: np.ndarray, mz: int, s1: int) -> np.ndarray:
     return np.flatnonzero(counts > limit)
 
 
-PAIR_CHUNK = 2**20  # pairs written per step: the temporaries stay a few MB at any size
-
-
-@dataclass(frozen=True)
-class Pairs:
-    """The light entry pairs, padded to the size class: entry indices, level, flat target."""
-
-    first: np.ndarray
-    second: np.ndarray
-    level: np.ndarray
-    target: np.ndarray
-
-
-def _pairs(level, row, counts, light, npairs: int, mz: int) -> Pairs:
-    """All pairs of ``light`` entries that share a term-1 level, with the second entry's row at
-    most the first's, ordered by the first entry's row (that keeps the fill-in's scatter-add
-    local in memory). ``level``, ``row`` and ``light`` are padded, ``counts`` the real entries
-    per level; pairs past the real ones join the last (padded, all-zero) entry with itself.
-
-    Entries come sorted by (level, row), so each entry pairs with the entries of its level
-    from the first up to itself. The arrays are written a chunk of pairs at a time straight
-    into memory the compiled fit reads in place.
-    """
+def _strips(level, row, counts, light, nstrips: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs of ``light`` entries that share a term-1 level, second row at most the first's,
+    as strips: (first entry, start) stands for the pairs (first, start + k) for k < STRIP and
+    start + k <= first. Entries come sorted by (level, row), so an entry pairs with the entries
+    of its level from the first up to itself: ceil(position / STRIP) strips. Ordered by the
+    first entry's row (that keeps the fill-in's scatter-add local in memory), padded to
+    ``nstrips`` with strips of the last (padded, all-zero) entry, and shaped (chunks, width)
+    for the fill-in's loop (:func:`strip_shape`). ``level``, ``row`` and ``light`` are padded,
+    ``counts`` the real entries per level. A pair costs about one byte here, not the 24 of a
+    stored pair with its product."""
     entries = np.flatnonzero(light)
-    starts = np.cumsum(counts) - counts
     entries = entries[np.argsort(row[entries], kind="stable")]
-    reps = entries - starts[level[entries]] + 1
-    ends = np.cumsum(reps)
-    begin = starts[level[entries]] - (ends - reps)  # second = begin + the pair's position
+    level_start = (np.cumsum(counts) - counts)[level[entries]]
+    per_entry = -(-(entries - level_start + 1) // STRIP)
+    ends = np.cumsum(per_entry)
     total = int(ends[-1]) if len(ends) else 0
-    index_type = np.int32 if npairs + len(level) < 2**31 else np.int64
-    target_type = np.int32 if mz**2 < 2**31 else np.int64
-    out = Pairs(
-        first=_aligned_empty((npairs,), index_type),
-        second=_aligned_empty((npairs,), index_type),
-        level=_aligned_empty((npairs,), level.dtype),
-        target=_aligned_empty((npairs,), target_type),
-    )
-    cuts = np.searchsorted(ends, np.arange(PAIR_CHUNK, total, PAIR_CHUNK), side="right")
-    bounds = [0, *cuts, len(entries)]
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        a, b = (int(ends[lo - 1]) if lo else 0), (int(ends[hi - 1]) if hi else 0)
-        first = np.repeat(entries[lo:hi].astype(index_type), reps[lo:hi])
-        second = np.repeat(begin[lo:hi].astype(index_type), reps[lo:hi])
-        second += np.arange(a, b, dtype=index_type)
-        _write_pairs(out, slice(a, b), first, second, level, row, mz)
-    last = np.full(npairs - total, len(level) - 1, dtype=index_type)
-    _write_pairs(out, slice(total, npairs), last, last, level, row, mz)
-    return out
+    index_type = np.int32 if len(level) + STRIP < 2**31 else np.int64
+    first = np.full(nstrips, len(level) - 1, dtype=index_type)
+    start = np.full(nstrips, len(level) - 1, dtype=index_type)
+    first[:total] = np.repeat(entries, per_entry)
+    within = np.arange(total, dtype=index_type) - np.repeat(ends - per_entry, per_entry)
+    start[:total] = np.repeat(level_start, per_entry) + STRIP * within
+    shape = strip_shape(nstrips)
+    return _in_place(first.reshape(shape)), _in_place(start.reshape(shape))
 
 
-def _write_pairs(out: Pairs, where: slice, first, second, level, row, mz: int) -> None:
-    out.first[where] = first
-    out.second[where] = second
-    out.level[where] = level[first]
-    target = out.target[where]
-    target[...] = row[first]
-    target *= mz
-    target += row[second]
+def strip_shape(nstrips: int) -> tuple[int, int]:
+    """(chunks, width) of ``nstrips`` strips (a multiple of the width, see :func:`size_class`)."""
+    width = min(nstrips, STRIP_CHUNK)
+    return (nstrips // width if width else 0), width
+
+
+def count_strips(level, counts, light) -> int:
+    """How many strips the pairs of the ``light`` entries take (see :func:`_strips`)."""
+    position = np.arange(len(level)) - (np.cumsum(counts) - counts)[level]
+    return int(np.sum(np.where(light, -(-(position + 1) // STRIP), 0)))
 
 
 def _lambda_indices(design: Design, sizes: SizeClass, first: bool):
@@ -318,15 +303,16 @@ def row_structure(design: Design, shared: bool = True) -> RowStructure:
     heavy = _heavy_levels(counts, mz, t1.n_columns)
     is_heavy = np.zeros(len(counts), dtype=bool)
     is_heavy[heavy] = True
-    n_pairs = int(np.sum(np.where(is_heavy, 0, counts * (counts + 1) // 2)))
-    sizes = size_class(design, len(entry_level), n_pairs, len(heavy), shared)
+    light = ~is_heavy[entry_level]
+    n_strips = count_strips(entry_level, counts, light)
+    sizes = size_class(design, len(entry_level), n_strips, len(heavy), shared)
     heavy_number = np.full(len(counts), sizes.nheavy, dtype=np.int32)
     heavy_number[heavy] = np.arange(len(heavy))
     entry_heavy = _padded(heavy_number[entry_level], sizes.ne, sizes.nheavy)
-    light = _padded(~is_heavy[entry_level], sizes.ne, False)
+    light = _padded(light, sizes.ne, False)
     entry_level = _in_place(_padded(entry_level, sizes.ne, 0, np.int32))  # blocks reuse them
     entry_row = _in_place(_padded(entry_row, sizes.ne, 0, np.int32))
-    pairs = _pairs(entry_level, entry_row, counts, light, sizes.npairs, sizes.mz)
+    strip_first, strip_start = _strips(entry_level, entry_row, counts, light, sizes.nstrips)
     first_index, rest_index = _lambda_indices(design, sizes, first)
     n = design.nobs
     return RowStructure(
@@ -337,10 +323,8 @@ def row_structure(design: Design, shared: bool = True) -> RowStructure:
         slot_entries=slot_entries,
         entry_level=entry_level,
         entry_row=entry_row,
-        pair_first=pairs.first,
-        pair_second=pairs.second,
-        pair_level=pairs.level,
-        pair_target=pairs.target,
+        strip_first=strip_first,
+        strip_start=strip_start,
         entry_heavy=entry_heavy,
         heavy_level=_padded(heavy, sizes.nheavy, 0, np.int32),
         first_index=first_index,
@@ -379,20 +363,6 @@ def _heavy_rows(rs: RowStructure, entry_values, mz: int):
         return rows
     rows = jnp.zeros(shape, entry_values.dtype)
     return rows.at[rs.entry_heavy, :, rs.entry_row].add(entry_values, mode="drop")
-
-
-def _pair_products(rs: RowStructure, entry_values):
-    """The products of each pair's entry values (npair, s1, s1); on the host a chunk at a time,
-    straight into memory the compiled fit reads in place (see :func:`_in_place`)."""
-    if not isinstance(entry_values, np.ndarray):
-        return entry_values[rs.pair_first][:, :, None] * entry_values[rs.pair_second][:, None]
-    s1 = entry_values.shape[1]
-    out = _aligned_empty((len(rs.pair_first), s1, s1), entry_values.dtype)
-    for start in range(0, len(out), PAIR_CHUNK):
-        where = slice(start, start + PAIR_CHUNK)
-        first, second = entry_values[rs.pair_first[where]], entry_values[rs.pair_second[where]]
-        np.multiply(first[:, :, None], second[:, None], out=out[where])
-    return out
 
 
 def blocks_from_rows(rs: RowStructure, y, x, weights) -> Blocks:
@@ -434,7 +404,6 @@ def blocks_from_rows(rs: RowStructure, y, x, weights) -> Blocks:
             rs.slot_entries.reshape(-1),
             len(rs.entry_level),
         )
-    pair_products = _pair_products(rs, entry_values)
     heavy_rows = _heavy_rows(rs, entry_values, mz)
     positive = w > 0
     blocks = Blocks(
@@ -446,9 +415,8 @@ def blocks_from_rows(rs: RowStructure, y, x, weights) -> Blocks:
         entry_level=rs.entry_level,
         entry_row=rs.entry_row,
         entry_values=entry_values,
-        pair_level=rs.pair_level,
-        pair_target=rs.pair_target,
-        pair_products=pair_products,
+        strip_first=rs.strip_first,
+        strip_start=rs.strip_start,
         heavy_level=rs.heavy_level,
         heavy_rows=heavy_rows,
         nobs=xp.sum(positive).astype(y.dtype),

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .crossprod import Blocks
+from .crossprod import STRIP, Blocks
 from .linalg import (
     batched_cholesky,
     batched_lower_solve,
@@ -103,7 +103,8 @@ def fill_in(w, blocks: Blocks):
     """What eliminating term 1 subtracts from the later terms' blocks (zz, zx), before Lambda.
 
     Linear in ``w``; the sums run over the stored coupling entries, the light levels' pairs of
-    entries and, as products of matrices, the heavy levels' dense rows.
+    entries (:func:`_add_light_products`) and, as products of matrices, the heavy levels' dense
+    rows.
     """
     mz = blocks.mz
     g = jnp.einsum("iab,ibq->iaq", w, blocks.ax1)
@@ -112,11 +113,37 @@ def fill_in(w, blocks: Blocks):
         blocks.entry_row,
         num_segments=mz,
     )
-    pair_values = jnp.einsum("kab,kab->k", blocks.pair_products, w[blocks.pair_level])
-    low = jax.ops.segment_sum(pair_values, blocks.pair_target, num_segments=mz * mz)
-    low = low.reshape(mz, mz)
+    low = _add_light_products(jnp.zeros((mz, mz), w.dtype), w, blocks)
     low = _add_heavy_products(low, w[blocks.heavy_level], blocks.heavy_rows)
     return low + low.T - jnp.diag(jnp.diag(low)), fill_zx
+
+
+def _add_light_products(low, w, blocks: Blocks):
+    """``low`` plus the light levels' fill-in: for each pair of entries (e, f) of one level,
+    with f's row at most e's, v_e' w_level v_f at (row_e, row_f). The pairs are read from the
+    strips (``crossprod._strips``) a chunk at a time in a loop that autodiff rematerialises, so
+    no array of pairs is ever formed."""
+    mz, ne = blocks.mz, blocks.entry_level.shape[0]
+    if not blocks.strip_first.size:
+        return low
+    values, rows = blocks.entry_values, blocks.entry_row
+    if mz * mz >= 2**31:  # flat targets past int32
+        rows = rows.astype(jnp.int64)
+    offsets = jnp.arange(STRIP, dtype=blocks.strip_start.dtype)
+
+    @jax.checkpoint
+    def add(low, strips):
+        first, start = strips
+        second = start[:, None] + offsets
+        keep = second <= first[:, None]
+        second = jnp.minimum(second, ne - 1)
+        weighted = jnp.einsum("ka,kab->kb", values[first], w[blocks.entry_level[first]])
+        products = jnp.einsum("kb,ksb->ks", weighted, values[second])
+        target = jnp.where(keep, rows[first][:, None] * mz + rows[second], mz * mz)
+        return low.at[target].add(products, mode="drop"), None
+
+    strips = (blocks.strip_first, blocks.strip_start)
+    return jax.lax.scan(add, low.reshape(-1), strips)[0].reshape(mz, mz)
 
 
 def _add_heavy_products(low, w_heavy, rows):

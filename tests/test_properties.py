@@ -269,13 +269,15 @@ def test_large_host_blocks_are_read_in_place():
     assert _in_place(small) is small
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 2**20])
-def test_pairs_written_by_chunks_are_all_pairs_within_each_light_level(monkeypatch, chunk):
-    """The coupling entries' pairs, written a chunk at a time, are exactly the pairs of entries
-    of one light term-1 level (second row at most the first's), each once, ordered by the
-    first's row, with their level and flat target; padding joins the last entry with itself."""
+@pytest.mark.parametrize("strip, chunk", [(1, 4), (3, 8), (8, 2**17)])
+def test_strips_hold_all_pairs_within_each_light_level_once(monkeypatch, strip, chunk):
+    """The strips stand for exactly the pairs of entries of one light term-1 level (second row
+    at most the first's), each once, ordered by the first's row; padding strips join the last
+    entry with itself, and their count is the one the size class was given."""
     from jaxlmm import crossprod
 
+    monkeypatch.setattr(crossprod, "STRIP", strip)
+    monkeypatch.setattr(crossprod, "STRIP_CHUNK", chunk)
     rng = np.random.default_rng(3)
     mz, ne = 12, 64
     counts = rng.integers(1, 9, 10)
@@ -286,20 +288,18 @@ def test_pairs_written_by_chunks_are_all_pairs_within_each_light_level(monkeypat
     pad = ne - real
     level, row = (np.concatenate([a, np.zeros(pad, int)]).astype(np.int32) for a in (level, row))
     light = np.concatenate([is_light[level[:real]], np.zeros(pad, bool)])
-    want = {
+    want = sorted(
         (a, b)
         for a in np.flatnonzero(light)
         for b in np.flatnonzero(light)
         if level[a] == level[b] and row[b] <= row[a]
-    }
-    npairs = len(want) + 5
-    monkeypatch.setattr(crossprod, "PAIR_CHUNK", chunk)
-    pairs = crossprod._pairs(level, row, counts, light, npairs, mz)
-    first, second = pairs.first[: len(want)], pairs.second[: len(want)]
-    assert sorted(zip(first.tolist(), second.tolist(), strict=True)) == sorted(want)
-    assert np.all(np.diff(row[first]) >= 0)
-    assert np.all(pairs.first[len(want) :] == ne - 1) and np.all(
-        pairs.second[len(want) :] == ne - 1
     )
-    np.testing.assert_array_equal(pairs.level, level[pairs.first])
-    np.testing.assert_array_equal(pairs.target, row[pairs.first] * mz + row[pairs.second])
+    n = crossprod.count_strips(level[:real], counts, light[:real])
+    nstrips = crossprod._strip_count(n + 3, 0)
+    first, start = crossprod._strips(level, row, counts, light, nstrips)
+    assert first.shape == crossprod.strip_shape(nstrips) and first.size == nstrips
+    first, start = first.reshape(-1), start.reshape(-1)
+    got = [(f, s + k) for f, s in zip(first[:n], start[:n]) for k in range(strip) if s + k <= f]
+    assert sorted(got) == want
+    assert np.all(np.diff(row[first[:n]]) >= 0)
+    assert np.all(first[n:] == ne - 1) and np.all(start[n:] == ne - 1)
