@@ -82,7 +82,9 @@ def blocked(design: Design, shared: bool) -> bool:
     return not shared or sum(t.n_levels * t.n_columns for t in design.terms) > DENSE_MAX
 
 
-def size_class(design: Design, ne: int, nstrips: int, nheavy: int, shared: bool = True) -> SizeClass:
+def size_class(
+    design: Design, ne: int, nstrips: int, nheavy: int, shared: bool = True
+) -> SizeClass:
     """The size class of ``design`` with ``ne`` coupling entries, ``nstrips`` strips and
     ``nheavy`` heavy levels.
     ``shared`` pads generously (small models of all usual shapes fall in one class: single

@@ -115,7 +115,7 @@ def fill_in(w, blocks: Blocks):
     )
     low = _add_light_products(jnp.zeros((mz, mz), w.dtype), w, blocks)
     low = _add_heavy_products(low, w[blocks.heavy_level], blocks.heavy_rows)
-    return low + low.T - jnp.diag(jnp.diag(low)), fill_zx
+    return jnp.tril(low, -1) + low.T, fill_zx  # low's strict lower triangle mirrored
 
 
 def _add_light_products(low, w, blocks: Blocks):
@@ -385,23 +385,58 @@ def value_grad_hess(theta, blocks: Blocks, reml=True):
     return chain_rule_derivatives(theta, blocks, reml)
 
 
-def _times_inverse(dzz, inv, theta, m1: int):
-    """U_j zz^-1 for the tangents U_j = d zz / d phi_j (a list, the later terms' theta last),
-    by one matrix product for all but the last: zz - I is homogeneous of degree 2 in the later
-    terms' theta (Lambda_z is linear in them), so sum_j theta_j U_j = 2 (zz - I) over those, and
-    U_last zz^-1 = (2 (I - zz^-1) - sum_{j != last} theta_j U_j zz^-1) / theta_last. Where
-    theta_last is small next to the others (cancellation), its product is computed too."""
-    mz = inv.shape[0]
-    head = [u @ inv for u in dzz[:-1]]
-    last = theta[-1]
+def _shifted_product(g, m, d: int, e: int):
+    """g[a, b] m[a + d, b + e] (zero past the end): what the diagonals d and e of Lambda_z
+    meet in <g, E' m E~>."""
+    mz = m.shape[0]
+    return g * jnp.pad(m, ((0, d), (0, e)))[d : d + mz, e : e + mz]
 
-    def by_homogeneity():
-        rest = sum(theta[m1 + j] * u for j, u in enumerate(head[m1:]))
-        return (2 * (jnp.eye(mz, dtype=inv.dtype) - inv) - rest) / last
 
-    trusted = jnp.abs(last) >= 0.1 * jnp.max(jnp.abs(theta[m1:]))
-    tail = jax.lax.cond(trusted & (last != 0), by_homogeneity, lambda: dzz[-1] @ inv)
-    return head + [tail]
+def lambda_pullback(g, m, v, mask):
+    """<g, E_t' m Lambda_z> for each theta entry t, E_t = d Lambda_z / d theta_t the entries
+    ``mask[t]`` of its diagonals ``v``: half the gradient of <g, Lambda_z' m Lambda_z> for
+    symmetric g and m, as masked sums of shifted rows (no (mz, mz) product is formed)."""
+    shifts = v.shape[0]
+    rows = [(d, _shifted_product(g, m, d, e) @ v[e]) for d in range(shifts) for e in range(shifts)]
+    return sum(mask[:, d] @ row for d, row in rows)
+
+
+def lambda_second(g, m, mask):
+    """<g, E_j' m E_k> for each pair of theta entries (see :func:`lambda_pullback`): half the
+    Hessian of <g, Lambda_z' m Lambda_z>, one masked product per pair of diagonals."""
+    shifts = mask.shape[1]
+    return sum(
+        mask[:, d] @ _shifted_product(g, m, d, e) @ mask[:, e].T
+        for d in range(shifts)
+        for e in range(shifts)
+    )
+
+
+def columns_pullback(g, m, mask):
+    """<g, E_t' m> for each theta entry t: the gradient of <g, Lambda_z' m>."""
+    shifts, mz = mask.shape[1:]
+    padded = jnp.pad(m, ((0, shifts - 1), (0, 0)))
+    return sum(mask[:, d] @ jnp.sum(g * padded[d : d + mz], axis=1) for d in range(shifts))
+
+
+def _logdet_traces(head, inv, coefficients, last):
+    """T[j, k] = tr(U_j zz^-1 U_k zz^-1) over the tangents U_j = d zz / d phi_j, from
+    ``head`` (each U_j zz^-1, all but the last) without forming the last: zz - I is homogeneous
+    of degree 2 in the later terms' theta (Lambda_z is linear in them), so sum_j theta_j U_j =
+    2 (zz - I) over those, and U_last zz^-1 = (B - sum_j c_j U_j zz^-1) / theta_last with
+    B = 2 (I - zz^-1), ``coefficients`` c the head's theta (0 for term 1's) and ``last`` the
+    largest later theta (no cancellation beyond the others'; all zero: U_last = 0)."""
+    n = len(head)
+    eye = jnp.eye(inv.shape[0], dtype=inv.dtype)
+    t = jnp.array(
+        [[_trace_of_product(head[max(j, k)], head[min(j, k)]) for k in range(n)] for j in range(n)]
+    ).reshape(n, n)
+    t_b = jnp.array([2 * jnp.sum(u * (eye - inv)) for u in head]).reshape(n)  # tr(U_j zz^-1 B)
+    t_bb = 4 * jnp.sum(jnp.square(eye - inv))
+    scale = jnp.where(last != 0, 1 / jnp.where(last != 0, last, 1.0), 0.0)
+    cross = (t_b - t @ coefficients) * scale
+    square = (t_bb - 2 * coefficients @ t_b + coefficients @ t @ coefficients) * scale**2
+    return jnp.block([[t, cross[:, None]], [cross[None, :], square[None, None]]])
 
 
 def _trace_of_product(a, b):
@@ -431,7 +466,7 @@ def chain_rule_derivatives(theta, blocks: Blocks, reml=True, hessian=True):
     (x = zz^-1 zx, psi the criterion's gradient in the Schur complement S = xx - zx' x) is
     pulled back through Lambda_z for theta and through the fill-in (linear in term 1's
     per-level ``w``) for tau, once each. The Hessian adds one product U_j zz^-1 per parameter
-    but one (:func:`_times_inverse`), U_j = d zz / d phi_j: the log-determinant's Hessian is
+    but one (:func:`_logdet_traces`), U_j = d zz / d phi_j: the log-determinant's Hessian is
     tr(zz^-1 d2zz) - tr(zz^-1 U_j zz^-1 U_k), and S's second derivatives need zz^-1 on p+1
     columns only.
     """
@@ -453,6 +488,9 @@ def chain_rule_derivatives(theta, blocks: Blocks, reml=True, hessian=True):
     def rest(theta, zz, zx):
         return scale_rest(rest_diagonals(theta, blocks), zz, zx)
 
+    v = rest_diagonals(theta, blocks)
+    mask = (blocks.rest_index == jnp.arange(n_theta)[:, None, None]).astype(theta.dtype)
+
     logdet_1, w, xx = levels(tau)
     fill_zz, fill_zx = fill_in(w, blocks)
     zz_u, zx_u = blocks.azz - fill_zz, blocks.azx - fill_zx
@@ -473,40 +511,44 @@ def chain_rule_derivatives(theta, blocks: Blocks, reml=True, hessian=True):
         zz, zx = rest(theta, zz, zx)
         return jnp.sum(g_zz * zz) + jnp.sum(g_zx * zx)
 
+    def grad_rest(zz, zx):  # the gradient of weighted_rest in theta, for symmetric zz
+        return 2 * lambda_pullback(g_zz, zz, v, mask) + columns_pullback(g_zx, zx, mask)
+
     g_w = jax.grad(lambda w: weighted_rest(theta, *fill_in(w, blocks)))(w)
 
     def weighted_levels(tau):  # zz and zx depend on w through minus the fill-in
         logdet, w, xx = levels(tau)
         return logdet - jnp.sum(g_w * w) + jnp.sum(psi * xx)
 
-    grad = jnp.concatenate(
-        [jax.grad(weighted_levels)(tau), jax.grad(weighted_rest)(theta, zz_u, zx_u)[m1:]]
-    )
+    grad = jnp.concatenate([jax.grad(weighted_levels)(tau), grad_rest(zz_u, zx_u)[m1:]])
     if not hessian:
         return value, to_phi.T @ grad
 
-    # first derivatives of E along each parameter: tau through w, theta through Lambda_z
+    # first derivatives of E along each parameter: tau through w, theta through Lambda_z.
+    # zz's tangents U_j are formed one at a time, each for its products with x and zz^-1,
+    # except the later terms' one with the largest theta (see _logdet_traces): in the order
+    # ``phi_order``, term 1's first, the later terms' by their |theta|.
     _, linear_levels = jax.linearize(levels, tau)
     d_logdet_1, dw, dxx_1 = jax.vmap(linear_levels)(jnp.eye(m1))
     d_fill_zz, d_fill_zx = jax.vmap(lambda d: fill_in(d, blocks))(dw)
-    dzz_1, dzx_1 = jax.vmap(lambda a, b: rest(theta, -a, -b))(d_fill_zz, d_fill_zx)
     _, linear_rest = jax.linearize(lambda th: rest(th, zz_u, zx_u), theta)
-    dzz_r, dzx_r = jax.vmap(linear_rest)(later)
-    dzz = list(dzz_1) + list(dzz_r)  # (mz, mz) each, never stacked
-    n_phi = len(dzz)
-    dzx = jnp.concatenate([dzx_1, dzx_r])
+    dzx_1 = jax.vmap(lambda a, b: rest(theta, -a, -b)[1])(d_fill_zz, d_fill_zx)
+    dzx = jnp.concatenate([dzx_1, jax.vmap(lambda e: linear_rest(e)[1])(later)])
     dxx = jnp.concatenate([dxx_1, jnp.zeros((n_theta - m1,) + xx.shape)])
-
-    # second derivatives of the criterion in E, along the tangents
-    dzz_x = jnp.stack([u @ x for u in dzz])
+    phi_order = jnp.concatenate([jnp.arange(m1), m1 + jnp.argsort(jnp.abs(theta[m1:]))])
+    head = [rest(theta, -d_fill_zz[i], -d_fill_zx[i])[0] for i in range(m1)]
+    one_hot = jnp.eye(n_theta, dtype=theta.dtype)
+    head += [linear_rest(one_hot[phi_order[k]])[0] for k in range(m1, n_theta - 1)]
+    coefficients = jnp.where(phi_order[:-1] >= m1, theta[phi_order[:-1]], 0.0)
+    last = theta[phi_order[-1]]
+    head_x = jnp.stack([u @ x for u in head])
+    last_x = 2 * (zx - x) - jnp.einsum("j,jaq->aq", coefficients, head_x)  # (zz - I) x = zx - x
+    last_x = last_x * jnp.where(last != 0, 1 / jnp.where(last != 0, last, 1.0), 0.0)
+    back = jnp.argsort(phi_order)  # from phi_order to phi's own order
+    dzz_x = jnp.concatenate([head_x, last_x[None]])[back]
     ds = dxx - jnp.swapaxes(dzx, 1, 2) @ x - x.T @ dzx + x.T @ dzz_x
-    u_inv = _times_inverse(dzz, inv, theta, m1)
-    traces = {
-        (j, k): _trace_of_product(u_inv[j], u_inv[k]) for j in range(n_phi) for k in range(j + 1)
-    }
-    hess_logdet = -jnp.array(
-        [[traces[max(j, k), min(j, k)] for k in range(n_phi)] for j in range(n_phi)]
-    )
+    traces = _logdet_traces([u @ inv for u in head], inv, coefficients, last)
+    hess_logdet = -traces[back][:, back]
     resid = dzx - dzz_x  # d2S[j, k] = -(R_j' zz^-1 R_k + R_k' zz^-1 R_j)
     inv_resid = jnp.einsum("ab,kbr->kar", inv, resid)
     hess_schur = -2 * jnp.einsum("qr,jaq,kar->jk", psi, resid, inv_resid)
@@ -515,11 +557,8 @@ def chain_rule_derivatives(theta, blocks: Blocks, reml=True, hessian=True):
 
     # <gradient of the criterion in E, second derivatives of E>, block by block of phi
     hess_11 = jax.hessian(weighted_levels)(tau)
-    grad_rest = jax.grad(weighted_rest)  # one tangent at a time: each holds (mz, mz) arrays
-    hess_rr = jax.lax.map(
-        lambda e: jax.jvp(lambda t: grad_rest(t, zz_u, zx_u), (theta,), (e,))[1][m1:], later
-    )
-    hess_1r = jax.lax.map(lambda ab: grad_rest(theta, -ab[0], -ab[1])[m1:], (d_fill_zz, d_fill_zx))
+    hess_rr = 2 * lambda_second(g_zz, zz_u, mask)[m1:, m1:]
+    hess_1r = jnp.stack([-grad_rest(d_fill_zz[i], d_fill_zx[i])[m1:] for i in range(m1)])
     hess_e = jnp.block([[hess_11, hess_1r], [hess_1r.T, hess_rr]])
     hess = hess_logdet + hess_schur + hess_outer + hess_e
     hess = to_phi.T @ ((hess + hess.T) / 2) @ to_phi

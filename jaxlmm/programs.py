@@ -13,6 +13,7 @@ source, the JAX version and the machine's CPU, so a change in any of them compil
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import pickle
@@ -58,8 +59,20 @@ LARGE_LEAF = 2**20
 def compiler_options(args) -> dict:
     """XLA options for a program on ``args``: on CPU quick to compile unless the problem is
     large."""
-    large = any(np.size(a) >= LARGE_LEAF for a in jax.tree.leaves(args))
-    return {} if large or jax.default_backend() != "cpu" else COMPILER_OPTIONS
+    return {} if _large(args) or jax.default_backend() != "cpu" else COMPILER_OPTIONS
+
+
+def _large(args) -> bool:
+    return any(np.size(a) >= LARGE_LEAF for a in jax.tree.leaves(args))
+
+
+def _release_freed_memory() -> None:
+    """Hand the heap that compiling freed back to the system (glibc keeps it otherwise): after
+    a large program, a few hundred MB that the fit's large buffers, mapped apart, cannot use."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 _executables: dict = {}
@@ -124,6 +137,8 @@ def _load_or_compile(fn, args, static, key):
             pass
     compiled = jax.jit(partial(fn, **static)).lower(*args).compile(compiler_options(args))
     _counts["compiled"] += 1
+    if _large(args):
+        _release_freed_memory()
     if path is not None:
         _store(path, compiled)
     return compiled
