@@ -113,7 +113,7 @@ def fill_in(w, blocks: Blocks):
         blocks.entry_row,
         num_segments=mz,
     )
-    low = _add_light_products(jnp.zeros((mz, mz), w.dtype), w, blocks)
+    low = _add_light_products(_after(jnp.zeros((mz, mz), w.dtype), w), w, blocks)
     low = _add_heavy_products(low, w[blocks.heavy_level], blocks.heavy_rows)
     return jnp.tril(low, -1) + low.T, fill_zx  # low's strict lower triangle mirrored
 
@@ -385,6 +385,13 @@ def value_grad_hess(theta, blocks: Blocks, reml=True):
     return chain_rule_derivatives(theta, blocks, reml)
 
 
+def _after(m, before):
+    """``m``, for computations that XLA must schedule after ``before`` (it drops optimisation
+    barriers on CPU): a dependency on a scalar of ``before`` that m's consumers fuse, so that
+    the (mz, mz) arrays that only ``before`` needs are let go first."""
+    return m + 0 * jnp.sum(before)
+
+
 def _shifted_product(g, m, d: int, e: int):
     """g[a, b] m[a + d, b + e] (zero past the end): what the diagonals d and e of Lambda_z
     meet in <g, E' m E~>."""
@@ -524,13 +531,22 @@ def chain_rule_derivatives(theta, blocks: Blocks, reml=True, hessian=True):
     if not hessian:
         return value, to_phi.T @ grad
 
-    # first derivatives of E along each parameter: tau through w, theta through Lambda_z.
-    # zz's tangents U_j are formed one at a time, each for its products with x and zz^-1,
-    # except the later terms' one with the largest theta (see _logdet_traces): in the order
-    # ``phi_order``, term 1's first, the later terms' by their |theta|.
+    # first derivatives of E along each parameter: tau through w (the fill-in's tangents)
     _, linear_levels = jax.linearize(levels, tau)
     d_logdet_1, dw, dxx_1 = jax.vmap(linear_levels)(jnp.eye(m1))
-    d_fill_zz, d_fill_zx = jax.vmap(lambda d: fill_in(d, blocks))(dw)
+    d_fill_zz, d_fill_zx = jax.vmap(lambda d: fill_in(d, blocks))(_after(dw, grad))
+
+    # <gradient of the criterion in E, second derivatives of E>, block by block of phi; then
+    # the (mz, mz) gradient g_zz is let go before zz's tangents are formed
+    hess_11 = jax.hessian(weighted_levels)(tau)
+    hess_rr = 2 * lambda_second(g_zz, zz_u, mask)[m1:, m1:]
+    hess_1r = jnp.stack([-grad_rest(d_fill_zz[i], d_fill_zx[i])[m1:] for i in range(m1)])
+    hess_e = jnp.block([[hess_11, hess_1r], [hess_1r.T, hess_rr]])
+    inv, zz_u, d_fill_zz = (_after(m, hess_e) for m in (inv, zz_u, d_fill_zz))
+
+    # zz's tangents U_j, formed one at a time for their products with x and zz^-1, but the
+    # later terms' one with the largest theta (see _logdet_traces): in the order ``phi_order``,
+    # term 1's first, the later terms' by their |theta|
     _, linear_rest = jax.linearize(lambda th: rest(th, zz_u, zx_u), theta)
     dzx_1 = jax.vmap(lambda a, b: rest(theta, -a, -b)[1])(d_fill_zz, d_fill_zx)
     dzx = jnp.concatenate([dzx_1, jax.vmap(lambda e: linear_rest(e)[1])(later)])
@@ -546,20 +562,16 @@ def chain_rule_derivatives(theta, blocks: Blocks, reml=True, hessian=True):
     last_x = last_x * jnp.where(last != 0, 1 / jnp.where(last != 0, last, 1.0), 0.0)
     back = jnp.argsort(phi_order)  # from phi_order to phi's own order
     dzz_x = jnp.concatenate([head_x, last_x[None]])[back]
-    ds = dxx - jnp.swapaxes(dzx, 1, 2) @ x - x.T @ dzx + x.T @ dzz_x
     traces = _logdet_traces([u @ inv for u in head], inv, coefficients, last)
     hess_logdet = -traces[back][:, back]
+
+    # second derivatives of the criterion in E, along the tangents
+    ds = dxx - jnp.swapaxes(dzx, 1, 2) @ x - x.T @ dzx + x.T @ dzz_x
     resid = dzx - dzz_x  # d2S[j, k] = -(R_j' zz^-1 R_k + R_k' zz^-1 R_j)
     inv_resid = jnp.einsum("ab,kbr->kar", inv, resid)
     hess_schur = -2 * jnp.einsum("qr,jaq,kar->jk", psi, resid, inv_resid)
     second = jax.vmap(lambda d: jax.jvp(jax.grad(outer), (schur,), (d,))[1])(ds)
     hess_outer = jnp.einsum("jqr,kqr->jk", second, ds)
-
-    # <gradient of the criterion in E, second derivatives of E>, block by block of phi
-    hess_11 = jax.hessian(weighted_levels)(tau)
-    hess_rr = 2 * lambda_second(g_zz, zz_u, mask)[m1:, m1:]
-    hess_1r = jnp.stack([-grad_rest(d_fill_zz[i], d_fill_zx[i])[m1:] for i in range(m1)])
-    hess_e = jnp.block([[hess_11, hess_1r], [hess_1r.T, hess_rr]])
     hess = hess_logdet + hess_schur + hess_outer + hess_e
     hess = to_phi.T @ ((hess + hess.T) / 2) @ to_phi
     return value, to_phi.T @ grad, hess
