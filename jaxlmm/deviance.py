@@ -107,15 +107,44 @@ def fill_in(w, blocks: Blocks):
     rows.
     """
     mz = blocks.mz
-    g = jnp.einsum("iab,ibq->iaq", w, blocks.ax1)
-    fill_zx = jax.ops.segment_sum(
-        jnp.einsum("ea,eaq->eq", blocks.entry_values, g[blocks.entry_level]),
-        blocks.entry_row,
-        num_segments=mz,
-    )
     low = _add_light_products(_after(jnp.zeros((mz, mz), w.dtype), w), w, blocks)
     low = _add_heavy_products(low, w[blocks.heavy_level], blocks.heavy_rows)
-    return jnp.tril(low, -1) + low.T, fill_zx  # low's strict lower triangle mirrored
+    return jnp.tril(low, -1) + low.T, _fill_zx(w, blocks)  # low's strict lower triangle mirrored
+
+
+def _fill_zx(w, blocks: Blocks):
+    g = jnp.einsum("iab,ibq->iaq", w, blocks.ax1)
+    return jax.ops.segment_sum(
+        jnp.einsum("ea,eaq->eq", blocks.entry_values, g[blocks.entry_level]),
+        blocks.entry_row,
+        num_segments=blocks.mz,
+    )
+
+
+def fill_in_gradient(cot_zz, cot_zx, w, blocks: Blocks):
+    """The gradient in ``w`` of <cot_zz, fill_zz(w)> + <cot_zx, fill_zx(w)> for a symmetric
+    ``cot_zz``: :func:`fill_in` transposed (it is linear in w) by the same sums, reading cot_zz
+    where it lies (autodiff would carry copies of it through the loops). A pair of entries
+    (e, f) of a light level adds (2 - [e = f]) cot_zz[row_e, row_f] v_e v_f' to its level, a
+    heavy level its rows cot_zz rows'. Exact in its symmetric part, the part that counts for
+    the symmetric w of term 1's levels."""
+    g_w = jax.grad(lambda w: jnp.sum(cot_zx * _fill_zx(w, blocks)))(w)
+    return _light_gradient(_heavy_gradient(g_w, cot_zz, blocks), cot_zz, blocks)
+
+
+def _strip_pairs(strips, blocks: Blocks):
+    """A chunk of strips as pairs of entries: first (k,), second (k, STRIP), which of them are
+    pairs, and their flat targets in the (mz, mz) block (mz * mz where not a pair)."""
+    mz, ne = blocks.mz, blocks.entry_level.shape[0]
+    rows = blocks.entry_row
+    if mz * mz >= 2**31:  # flat targets past int32
+        rows = rows.astype(jnp.int64)
+    first, start = strips
+    second = start[:, None] + jnp.arange(STRIP, dtype=start.dtype)
+    keep = second <= first[:, None]
+    second = jnp.minimum(second, ne - 1)
+    target = jnp.where(keep, rows[first][:, None] * mz + rows[second], mz * mz)
+    return first, second, keep, target
 
 
 def _add_light_products(low, w, blocks: Blocks):
@@ -123,27 +152,56 @@ def _add_light_products(low, w, blocks: Blocks):
     with f's row at most e's, v_e' w_level v_f at (row_e, row_f). The pairs are read from the
     strips (``crossprod._strips``) a chunk at a time in a loop that autodiff rematerialises, so
     no array of pairs is ever formed."""
-    mz, ne = blocks.mz, blocks.entry_level.shape[0]
     if not blocks.strip_first.size:
         return low
-    values, rows = blocks.entry_values, blocks.entry_row
-    if mz * mz >= 2**31:  # flat targets past int32
-        rows = rows.astype(jnp.int64)
-    offsets = jnp.arange(STRIP, dtype=blocks.strip_start.dtype)
+    values = blocks.entry_values
 
     @jax.checkpoint
     def add(low, strips):
-        first, start = strips
-        second = start[:, None] + offsets
-        keep = second <= first[:, None]
-        second = jnp.minimum(second, ne - 1)
+        first, second, _, target = _strip_pairs(strips, blocks)
         weighted = jnp.einsum("ka,kab->kb", values[first], w[blocks.entry_level[first]])
         products = jnp.einsum("kb,ksb->ks", weighted, values[second])
-        target = jnp.where(keep, rows[first][:, None] * mz + rows[second], mz * mz)
         return low.at[target].add(products, mode="drop"), None
 
     strips = (blocks.strip_first, blocks.strip_start)
-    return jax.lax.scan(add, low.reshape(-1), strips)[0].reshape(mz, mz)
+    return jax.lax.scan(add, low.reshape(-1), strips)[0].reshape(low.shape)
+
+
+def _light_gradient(g_w, cot, blocks: Blocks):
+    """``g_w`` plus the light pairs' part of :func:`fill_in_gradient`."""
+    if not blocks.strip_first.size:
+        return g_w
+    values = blocks.entry_values
+
+    def add(g_w, strips):
+        first, second, keep, _ = _strip_pairs(strips, blocks)
+        rows = blocks.entry_row
+        weight = jnp.where(keep, jnp.where(second == first[:, None], 1.0, 2.0), 0.0)
+        c = weight * cot[rows[first][:, None], rows[second]]
+        outer = jnp.einsum("ks,ka,ksb->kab", c, values[first], values[second])
+        return g_w.at[blocks.entry_level[first]].add(outer), None
+
+    return jax.lax.scan(add, g_w, (blocks.strip_first, blocks.strip_start))[0]
+
+
+def _heavy_gradient(g_w, cot, blocks: Blocks):
+    """``g_w`` plus the heavy levels' part of :func:`fill_in_gradient`, rows cot rows' per
+    level, a block of cot's columns at a time (blocks as in :func:`_block_start`)."""
+    rows, mz = blocks.heavy_rows, blocks.mz
+    if not rows.shape[0] or not mz:
+        return g_w
+    count, width = _covering_blocks(mz)
+
+    def add(total, k):
+        start, own = _block_start(k, width, mz)
+        columns = jnp.where(own[None, :], jax.lax.dynamic_slice_in_dim(cot, start, width, 1), 0.0)
+        right = jax.lax.dynamic_slice_in_dim(rows, start, width, axis=2)
+        product = jnp.einsum("lam,mn->lan", rows, columns)
+        return total + jnp.einsum("lan,lbn->lab", product, right), None
+
+    zeros = jnp.zeros(rows.shape[:2] + rows.shape[1:2], g_w.dtype)
+    per_level = jax.lax.scan(add, zeros, jnp.arange(count))[0]
+    return g_w.at[blocks.heavy_level].add(per_level)
 
 
 def _add_heavy_products(low, w_heavy, rows):
@@ -386,10 +444,12 @@ def value_grad_hess(theta, blocks: Blocks, reml=True):
 
 
 def _after(m, before):
-    """``m``, for computations that XLA must schedule after ``before`` (it drops optimisation
-    barriers on CPU): a dependency on a scalar of ``before`` that m's consumers fuse, so that
-    the (mz, mz) arrays that only ``before`` needs are let go first."""
-    return m + 0 * jnp.sum(before)
+    """``m`` (a pytree), for computations that XLA must schedule after those of ``before``: a
+    dependency on a scalar of ``before`` that m's consumers fuse, so that the (mz, mz) arrays
+    that only ``before`` needs are let go first. (XLA's CPU compiler drops optimisation
+    barriers before it schedules.)"""
+    zero = 0 * sum(jnp.sum(leaf) for leaf in jax.tree.leaves(before))
+    return jax.tree.map(lambda leaf: leaf + zero, m)
 
 
 def _shifted_product(g, m, d: int, e: int):
@@ -521,25 +581,30 @@ def chain_rule_derivatives(theta, blocks: Blocks, reml=True, hessian=True):
     def grad_rest(zz, zx):  # the gradient of weighted_rest in theta, for symmetric zz
         return 2 * lambda_pullback(g_zz, zz, v, mask) + columns_pullback(g_zx, zx, mask)
 
-    g_w = jax.grad(lambda w: weighted_rest(theta, *fill_in(w, blocks)))(w)
+    # (mz, mz) arrays are formed one phase after another, each phase's let go before the next
+    # (see _after): products with zz_u (the gradient in the later terms' theta and its
+    # Hessian there), then the fill-in's gradient g_w (weighted_rest is linear in zz and zx:
+    # its gradient there, Lambda_z g Lambda_z' and Lambda_z g_zx, is pulled back to w), then
+    # the fill-in's tangents
+    grad_r = grad_rest(zz_u, zx_u)[m1:]
+    hess_rr = 2 * lambda_second(g_zz, zz_u, mask)[m1:, m1:] if hessian else None
+    cot = jax.grad(weighted_rest, argnums=(1, 2))(theta, zz_u, zx_u)
+    g_w = fill_in_gradient(*_after(cot, (grad_r, hess_rr)), w, blocks)
 
     def weighted_levels(tau):  # zz and zx depend on w through minus the fill-in
         logdet, w, xx = levels(tau)
         return logdet - jnp.sum(g_w * w) + jnp.sum(psi * xx)
 
-    grad = jnp.concatenate([jax.grad(weighted_levels)(tau), grad_rest(zz_u, zx_u)[m1:]])
+    grad = jnp.concatenate([jax.grad(weighted_levels)(tau), grad_r])
     if not hessian:
         return value, to_phi.T @ grad
 
-    # first derivatives of E along each parameter: tau through w (the fill-in's tangents)
+    # <gradient of the criterion in E, second derivatives of E>, block by block of phi, with
+    # the first derivatives of E along tau (through w: the fill-in's tangents)
     _, linear_levels = jax.linearize(levels, tau)
     d_logdet_1, dw, dxx_1 = jax.vmap(linear_levels)(jnp.eye(m1))
-    d_fill_zz, d_fill_zx = jax.vmap(lambda d: fill_in(d, blocks))(_after(dw, grad))
-
-    # <gradient of the criterion in E, second derivatives of E>, block by block of phi; then
-    # the (mz, mz) gradient g_zz is let go before zz's tangents are formed
+    d_fill_zz, d_fill_zx = jax.vmap(lambda d: fill_in(d, blocks))(_after(dw, (grad, hess_rr)))
     hess_11 = jax.hessian(weighted_levels)(tau)
-    hess_rr = 2 * lambda_second(g_zz, zz_u, mask)[m1:, m1:]
     hess_1r = jnp.stack([-grad_rest(d_fill_zz[i], d_fill_zx[i])[m1:] for i in range(m1)])
     hess_e = jnp.block([[hess_11, hess_1r], [hess_1r.T, hess_rr]])
     inv, zz_u, d_fill_zz = (_after(m, hess_e) for m in (inv, zz_u, d_fill_zz))

@@ -72,8 +72,9 @@ def _large(args) -> bool:
 
 
 def _release_freed_memory() -> None:
-    """Hand the heap that compiling freed back to the system (glibc keeps it otherwise): after
-    a large program, a few hundred MB that the fit's large buffers, mapped apart, cannot use."""
+    """Hand the heap freed so far back to the system (glibc keeps it otherwise) before a large
+    program runs: the few hundred MB that building the model and compiling freed, which the
+    program's large buffers, mapped apart, could not reuse."""
     try:
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
@@ -103,6 +104,8 @@ def run(fn, *args, **static):
         executable = _executables.get(key)
         if executable is None:
             executable = _executables[key] = _load_or_compile(fn, args, static, key)
+        if _large(args):
+            _release_freed_memory()
         return executable(*args)
 
 
@@ -142,8 +145,6 @@ def _load_or_compile(fn, args, static, key):
             pass
     compiled = jax.jit(partial(fn, **static)).lower(*args).compile(compiler_options(args))
     _counts["compiled"] += 1
-    if _large(args):
-        _release_freed_memory()
     if path is not None:
         _store(path, compiled)
     return compiled

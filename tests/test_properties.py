@@ -37,6 +37,19 @@ def make_data(seed: int, weighted: bool = False) -> pd.DataFrame:
     return data
 
 
+def make_mixed_data(seed: int) -> pd.DataFrame:
+    """g crossed with h, each level of g meeting a few or many levels of h: in the blocked
+    layout of ``(x | g) + (x | h)`` g has both light levels (entry pairs) and heavy ones (rows)."""
+    rng = np.random.default_rng(seed)
+    visits = [rng.choice(20, size=rng.integers(1, 8), replace=False) for _ in range(60)]
+    g = np.concatenate([np.full(len(v), k) for k, v in enumerate(visits)])
+    h = np.concatenate(visits)
+    x = rng.normal(size=len(g))
+    effects = rng.normal(size=60)[g] + 0.7 * rng.normal(size=20)[h]
+    y = 1 + 0.5 * x + effects + rng.normal(size=len(g))
+    return pd.DataFrame({"y": y, "x": x, "g": [f"g{k}" for k in g], "h": h})
+
+
 def naive_criterion(design, theta, reml):
     """-2 log-likelihood (profiled over beta and sigma) from V = Z Lambda Lambda' Z' + W^{-1}."""
     sizes = tuple(t.n_columns for t in design.terms)
@@ -148,14 +161,17 @@ def test_optimiser_derivatives_equal_autodiff(seed, theta, reml, weighted):
                 np.testing.assert_allclose(value, want, rtol=1e-8, atol=1e-9 * scale)
 
 
-@pytest.mark.parametrize("width", [3, 1024])  # mz = 8: in blocks, the last shifted back; whole
-def test_chain_rule_derivatives_with_the_host_inverse(monkeypatch, width):
+@pytest.mark.parametrize(
+    "width, data",
+    [(3, make_data(5)), (1024, make_data(5)), (7, make_mixed_data(1)), (1024, make_mixed_data(2))],
+)  # mz = 8: in blocks, the last shifted back; whole; mixed: light and heavy levels, mz = 40
+def test_chain_rule_derivatives_with_the_host_inverse(monkeypatch, width, data):
     """The chain-rule derivatives with the dense block inverted by LAPACK from the host (the
     path of large blocks on CPU, here forced on a small one) equal plain autodiff, whether the
-    Hessian's traces and the heavy fill-in are formed in blocks or whole."""
+    Hessian's traces and the heavy fill-in are formed in blocks or whole, with light levels
+    (their fill-in and its gradient read from the strips) or not."""
     monkeypatch.setattr(linalg, "HOST_LAPACK_MIN", 1)
     monkeypatch.setattr(deviance, "HEAVY_BLOCK", width)
-    data = make_data(5)
     formula = "y ~ x + (x | g) + (x | h)"
     with jax.enable_x64(True):
         blocks, _ = core_model(formula, data, True, None, False).blocks()
@@ -193,6 +209,35 @@ def test_fill_in_by_lower_blocks_equals_the_whole_product(monkeypatch, width):
         )
     for got, want in zip(jax.tree.leaves(by_blocks), jax.tree.leaves(whole), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("width", [3, 1024])
+def test_fill_in_gradient_is_the_transpose_of_the_fill_in(monkeypatch, width):
+    """The fill-in's gradient by its own sums (light pairs read from the strips, heavy rows a
+    block of columns at a time) equals autodiff through the fill-in, for a symmetric cotangent
+    of the (mz, mz) part, in the symmetric part that counts for a symmetric w."""
+    data = make_mixed_data(3)
+    monkeypatch.setattr(deviance, "HEAVY_BLOCK", width)
+    with jax.enable_x64(True):
+        blocks, _ = core_model("y ~ x + (x | g) + (x | h)", data, True, None, False).blocks()
+        assert np.count_nonzero(blocks.heavy_rows) > 0 and blocks.strip_first.size > 0
+        rng = np.random.default_rng(2)
+        w = jnp.asarray(rng.normal(size=blocks.a11.shape))
+        c = rng.normal(size=(blocks.mz, blocks.mz))
+        cot_zz, cot_zx = jnp.asarray(c + c.T), jnp.asarray(rng.normal(size=blocks.azx.shape))
+
+        def weighted(w, blocks):
+            fill_zz, fill_zx = deviance.fill_in(w, blocks)
+            return jnp.sum(cot_zz * fill_zz) + jnp.sum(cot_zx * fill_zx)
+
+        want = jax.jit(jax.grad(weighted))(w, blocks)
+        got = jax.jit(deviance.fill_in_gradient)(cot_zz, cot_zx, w, blocks)
+
+    def symmetric(a):  # w is symmetric: the part of its gradient that counts
+        a = np.asarray(a)
+        return (a + np.swapaxes(a, 1, 2)) / 2
+
+    np.testing.assert_allclose(symmetric(got), symmetric(want), rtol=1e-12, atol=1e-12)
 
 
 @pytest.fixture(scope="module")
