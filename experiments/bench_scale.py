@@ -12,7 +12,8 @@ Cases (seeded data, generated here):
   ml10m     (with ``--large``) MovieLens-10M-shaped: 10,000,054 ratings, 69,878 x 10,677
 
 Each case runs in a fresh process on data generated beforehand and saved to a file (so its
-peak RSS is its own, not that of generating the data) and prints: the model build (formula,
+peak RSS is its own, not that of generating the data; grouping columns as pandas categoricals,
+as lme4's script makes them factors) and prints: the model build (formula,
 design and cross-products: ``jaxlmm.model``), the first fit (compilation included), the warm
 fit (not for ml10m on CPU, fitted once), the peak RSS of the process through those fits (one
 fit held at a time) and, on an accelerator, its peak memory, the criterion, and the same for
@@ -177,8 +178,8 @@ def child(name: str, path: str | None) -> None:
     else:
         with np.load(path, allow_pickle=False) as saved:
             data = pd.DataFrame({column: saved[column] for column in saved.files})
-    for column in factor_columns(kind):
-        data[column] = data[column].astype(str)
+    for column in factor_columns(kind):  # factors, as lme4's script makes them
+        data[column] = data[column].astype("category")
     base = peak_mb()
     import jax
 

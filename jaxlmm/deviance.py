@@ -459,17 +459,17 @@ def _shifted_product(g, m, d: int, e: int):
     return g * jnp.pad(m, ((0, d), (0, e)))[d : d + mz, e : e + mz]
 
 
-def lambda_pullback(g, m, v, mask):
+def _lambda_pullback(g, m, v, mask):
     """<g, E_t' m Lambda_z> for each theta entry t, E_t = d Lambda_z / d theta_t the entries
     ``mask[t]`` of its diagonals ``v``: half the gradient of <g, Lambda_z' m Lambda_z> for
-    symmetric g and m, as masked sums of shifted rows (no (mz, mz) product is formed)."""
+    symmetric g and m, as masked sums of shifted rows (no product of (mz, mz) matrices)."""
     shifts = v.shape[0]
     rows = [(d, _shifted_product(g, m, d, e) @ v[e]) for d in range(shifts) for e in range(shifts)]
     return sum(mask[:, d] @ row for d, row in rows)
 
 
-def lambda_second(g, m, mask):
-    """<g, E_j' m E_k> for each pair of theta entries (see :func:`lambda_pullback`): half the
+def _lambda_second(g, m, mask):
+    """<g, E_j' m E_k> for each pair of theta entries (see :func:`_lambda_pullback`): half the
     Hessian of <g, Lambda_z' m Lambda_z>, one masked product per pair of diagonals."""
     shifts = mask.shape[1]
     return sum(
@@ -479,7 +479,7 @@ def lambda_second(g, m, mask):
     )
 
 
-def columns_pullback(g, m, mask):
+def _columns_pullback(g, m, mask):
     """<g, E_t' m> for each theta entry t: the gradient of <g, Lambda_z' m>."""
     shifts, mz = mask.shape[1:]
     padded = jnp.pad(m, ((0, shifts - 1), (0, 0)))
@@ -579,7 +579,7 @@ def chain_rule_derivatives(theta, blocks: Blocks, reml=True, hessian=True):
         return jnp.sum(g_zz * zz) + jnp.sum(g_zx * zx)
 
     def grad_rest(zz, zx):  # the gradient of weighted_rest in theta, for symmetric zz
-        return 2 * lambda_pullback(g_zz, zz, v, mask) + columns_pullback(g_zx, zx, mask)
+        return 2 * _lambda_pullback(g_zz, zz, v, mask) + _columns_pullback(g_zx, zx, mask)
 
     # (mz, mz) arrays are formed one phase after another, each phase's let go before the next
     # (see _after): products with zz_u (the gradient in the later terms' theta and its
@@ -587,7 +587,7 @@ def chain_rule_derivatives(theta, blocks: Blocks, reml=True, hessian=True):
     # its gradient there, Lambda_z g Lambda_z' and Lambda_z g_zx, is pulled back to w), then
     # the fill-in's tangents
     grad_r = grad_rest(zz_u, zx_u)[m1:]
-    hess_rr = 2 * lambda_second(g_zz, zz_u, mask)[m1:, m1:] if hessian else None
+    hess_rr = 2 * _lambda_second(g_zz, zz_u, mask)[m1:, m1:] if hessian else None
     cot = jax.grad(weighted_rest, argnums=(1, 2))(theta, zz_u, zx_u)
     g_w = fill_in_gradient(*_after(cot, (grad_r, hess_rr)), w, blocks)
 

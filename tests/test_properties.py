@@ -136,12 +136,13 @@ def autodiff_derivatives(theta, blocks, reml):
 )
 @example(seed=3, theta=np.array([1.0, 0.3, 0.8, 1.2, -0.4, 0.0]), reml=True, weighted=False)
 @example(seed=4, theta=np.array([0.6, -0.2, 0.5, 1.1, 0.7, 1e-3]), reml=False, weighted=True)
+@example(seed=5, theta=np.array([0.9, 0.1, 0.5, 0.0, 0.0, 0.0]), reml=True, weighted=False)
 def test_optimiser_derivatives_equal_autodiff(seed, theta, reml, weighted):
     """The closed-form (dense systems) and chain-rule (block-diagonal first term, with and
     without the Hessian) value, gradient and Hessian the optimiser uses equal plain autodiff
     (crossed vector terms: several parameters both in term 1 and in the later term; the
-    explicit examples put the later term's last theta at and near 0, where its product with
-    zz^-1 is not taken from the homogeneity of zz)."""
+    explicit examples put later thetas at and near 0, and all of them at 0, where the
+    Hessian's traces of the largest one, taken from the homogeneity of zz, vanish)."""
     data = make_data(seed, weighted)
     formula = "y ~ x + (x | g) + (x | h)"
     weights = "w" if weighted else None
