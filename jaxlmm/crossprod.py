@@ -3,12 +3,12 @@
 The first random term (the one with most levels) is kept block-diagonal: one ``s1 x s1`` block
 per level. All later terms, X and y form the dense "rest" of size ``mz + p + 1``. The coupling
 between term 1 and the rest Z columns is sparse: it is stored as entries (level, rest row,
-values). For the Schur complement, the levels with few entries index the pairs of their entries
-(as strips of consecutive second entries, a byte or so per pair; the products are formed in
-the fill-in's loop); the levels with many entries store their coupling as dense rows (one
-product of matrices is cheaper than their many pairs). Nothing stored here grows with the number of
-observations; finding the entries takes one sort of the codes, summing them O(n) time and
-memory (vectorised segment sums, no per-observation or per-pair Python).
+values). For the Schur complement, the levels with few entries index the pairs of their
+entries (as strips of consecutive second entries, a byte or so per pair; the products are
+formed in the fill-in's loop); the levels with many entries store their coupling as dense rows
+(one product of matrices is cheaper than their many pairs). Nothing stored here grows with the
+number of observations; finding the entries takes one sort of the codes, summing them O(n)
+time and memory (vectorised segment sums, no per-observation or per-pair Python).
 
 Every dimension is padded to a size class (:class:`SizeClass`): padded levels, columns and
 entries are zero, padded fixed-effect columns get a unit diagonal, so the criterion is exactly

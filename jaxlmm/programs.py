@@ -82,7 +82,7 @@ def _release_freed_memory() -> None:
     program's large buffers, mapped apart, could not reuse."""
     try:
         ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
+    except (OSError, AttributeError, TypeError):  # not glibc
         pass
 
 
