@@ -242,8 +242,7 @@ def _strips(level, row, counts, light, nstrips: int) -> tuple[np.ndarray, np.nda
     stored pair with its product."""
     entries = np.flatnonzero(light)
     entries = entries[np.argsort(row[entries], kind="stable")]
-    level_start = (np.cumsum(counts) - counts)[level[entries]]
-    per_entry = -(-(entries - level_start + 1) // STRIP)
+    level_start, per_entry = _strips_per_entry(entries, level, counts)
     ends = np.cumsum(per_entry)
     total = int(ends[-1]) if len(ends) else 0
     index_type = np.int32 if len(level) + STRIP < 2**31 else np.int64
@@ -264,8 +263,14 @@ def strip_shape(nstrips: int) -> tuple[int, int]:
 
 def count_strips(level, counts, light) -> int:
     """How many strips the pairs of the ``light`` entries take (see :func:`_strips`)."""
-    position = np.arange(len(level)) - (np.cumsum(counts) - counts)[level]
-    return int(np.sum(np.where(light, -(-(position + 1) // STRIP), 0)))
+    return int(np.sum(_strips_per_entry(np.flatnonzero(light), level, counts)[1]))
+
+
+def _strips_per_entry(entries, level, counts):
+    """For ``entries`` (indices into entries sorted by level, then row): where their level's
+    entries start, and how many strips their pairs with those, themselves included, take."""
+    level_start = (np.cumsum(counts) - counts)[level[entries]]
+    return level_start, -(-(entries - level_start + 1) // STRIP)
 
 
 def _lambda_indices(design: Design, sizes: SizeClass, first: bool):

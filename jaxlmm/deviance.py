@@ -134,17 +134,13 @@ def fill_in_gradient(cot_zz, cot_zx, w, blocks: Blocks):
 
 def _strip_pairs(strips, blocks: Blocks):
     """A chunk of strips as pairs of entries: first (k,), second (k, STRIP), which of them are
-    pairs, and their flat targets in the (mz, mz) block (mz * mz where not a pair)."""
-    mz, ne = blocks.mz, blocks.entry_level.shape[0]
-    rows = blocks.entry_row
-    if mz * mz >= 2**31:  # flat targets past int32
-        rows = rows.astype(jnp.int64)
+    pairs, and their rows in the (mz, mz) block, (k, 1) and (k, STRIP)."""
     first, start = strips
     second = start[:, None] + jnp.arange(STRIP, dtype=start.dtype)
     keep = second <= first[:, None]
-    second = jnp.minimum(second, ne - 1)
-    target = jnp.where(keep, rows[first][:, None] * mz + rows[second], mz * mz)
-    return first, second, keep, target
+    second = jnp.minimum(second, blocks.entry_level.shape[0] - 1)
+    rows = blocks.entry_row
+    return first, second, keep, rows[first][:, None], rows[second]
 
 
 def _add_light_products(low, w, blocks: Blocks):
@@ -156,9 +152,13 @@ def _add_light_products(low, w, blocks: Blocks):
         return low
     values = blocks.entry_values
 
+    mz = blocks.mz
+    index = jnp.int64 if mz * mz >= 2**31 else blocks.entry_row.dtype  # flat targets
+
     @jax.checkpoint
     def add(low, strips):
-        first, second, _, target = _strip_pairs(strips, blocks)
+        first, second, keep, row, column = _strip_pairs(strips, blocks)
+        target = jnp.where(keep, row.astype(index) * mz + column, mz * mz)
         weighted = jnp.einsum("ka,kab->kb", values[first], w[blocks.entry_level[first]])
         products = jnp.einsum("kb,ksb->ks", weighted, values[second])
         return low.at[target].add(products, mode="drop"), None
@@ -174,10 +174,9 @@ def _light_gradient(g_w, cot, blocks: Blocks):
     values = blocks.entry_values
 
     def add(g_w, strips):
-        first, second, keep, _ = _strip_pairs(strips, blocks)
-        rows = blocks.entry_row
+        first, second, keep, row, column = _strip_pairs(strips, blocks)
         weight = jnp.where(keep, jnp.where(second == first[:, None], 1.0, 2.0), 0.0)
-        c = weight * cot[rows[first][:, None], rows[second]]
+        c = weight * cot[row, column]
         outer = jnp.einsum("ks,ka,ksb->kab", c, values[first], values[second])
         return g_w.at[blocks.entry_level[first]].add(outer), None
 
@@ -544,7 +543,8 @@ def chain_rule_derivatives(theta, blocks: Blocks, reml=True, hessian=True):
     to_tau = (position[:, None] == jnp.arange(theta.shape[0])[None, :]).astype(theta.dtype)
     tau = to_tau @ theta
     m1, n_theta = tau.shape[0], theta.shape[0]
-    later = jnp.eye(n_theta)[m1:]  # theta's entries of the later terms (term 1's come first)
+    one_hot = jnp.eye(n_theta, dtype=theta.dtype)
+    later = one_hot[m1:]  # theta's entries of the later terms (term 1's come first)
     to_phi = jnp.concatenate([to_tau, later])  # d phi / d theta
 
     def levels(tau):
@@ -618,7 +618,6 @@ def chain_rule_derivatives(theta, blocks: Blocks, reml=True, hessian=True):
     dxx = jnp.concatenate([dxx_1, jnp.zeros((n_theta - m1,) + xx.shape)])
     phi_order = jnp.concatenate([jnp.arange(m1), m1 + jnp.argsort(jnp.abs(theta[m1:]))])
     head = [rest(theta, -d_fill_zz[i], -d_fill_zx[i])[0] for i in range(m1)]
-    one_hot = jnp.eye(n_theta, dtype=theta.dtype)
     head += [linear_rest(one_hot[phi_order[k]])[0] for k in range(m1, n_theta - 1)]
     coefficients = jnp.where(phi_order[:-1] >= m1, theta[phi_order[:-1]], 0.0)
     last = theta[phi_order[-1]]

@@ -86,7 +86,7 @@ def _release_freed_memory() -> None:
         pass
 
 
-_executables: dict = {}
+_executables: dict = {}  # key -> (executable, whether its problem is large)
 _counts = {"compiled": 0, "loaded": 0}
 
 
@@ -106,10 +106,11 @@ def run(fn, *args, **static):
     ``static`` values are baked into the program (hashable, part of the key)."""
     with float64():
         key = program_key(fn, *args, **static)
-        executable = _executables.get(key)
-        if executable is None:
-            executable = _executables[key] = _load_or_compile(fn, args, static, key)
-        if _large(args):
+        entry = _executables.get(key)
+        if entry is None:
+            entry = _executables[key] = (_load_or_compile(fn, args, static, key), _large(args))
+        executable, large = entry
+        if large:
             _release_freed_memory()
         return executable(*args)
 
