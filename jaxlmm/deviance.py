@@ -21,11 +21,17 @@ import jax.numpy as jnp
 
 from .crossprod import STRIP, Blocks
 from .linalg import (
+    banded_transpose_times,
     batched_cholesky,
     batched_lower_solve,
+    block_start,
     cholesky,
+    congruence_product,
+    covering_blocks,
     logdet_and_schur,
     spd_inverse_and_logdet,
+    symmetric_from_lower,
+    times_banded,
 )
 from .optimize import autodiff
 
@@ -41,34 +47,6 @@ def take_theta(theta, index):
 def rest_diagonals(theta, blocks: Blocks):
     """The diagonals of Lambda_z: ``v[d, j] = Lambda_z[j + d, j]`` (shifts, mz)."""
     return take_theta(theta, blocks.rest_index)
-
-
-def times_lambda(m, v):
-    """``m @ Lambda_z`` for ``m`` (r, mz): column j is sum_d m[:, j + d] v[d, j]."""
-    shifts, mz = v.shape
-    if not mz:
-        return m
-    padded = jnp.pad(m, ((0, 0), (0, shifts - 1)))
-    return sum(padded[:, d : d + mz] * v[d] for d in range(shifts))
-
-
-def lambda_times(u, v):
-    """``Lambda_z @ u`` for ``u`` (mz, k): row i is sum_d v[d, i - d] u[i - d]."""
-    shifts, mz = v.shape
-    if not mz:
-        return u
-    scaled = [v[d][:, None] * u for d in range(shifts)]
-    return sum(jnp.pad(s, ((d, 0), (0, 0)))[:mz] for d, s in enumerate(scaled))
-
-
-def lambda_transpose_times(m, v):
-    """``Lambda_z' @ m`` for ``m`` (mz, k): row j is sum_d v[d, j] m[j + d] (no transposed
-    copy of ``m``: for a large dense block that is a matrix less in memory)."""
-    shifts, mz = v.shape
-    if not mz:
-        return m
-    padded = jnp.pad(m, ((0, shifts - 1), (0, 0)))
-    return sum(v[d][:, None] * padded[d : d + mz] for d in range(shifts))
 
 
 class RestBlocks(NamedTuple):
@@ -109,7 +87,7 @@ def fill_in(w, blocks: Blocks):
     mz = blocks.mz
     low = _add_light_products(_after(jnp.zeros((mz, mz), w.dtype), w), w, blocks)
     low = _add_heavy_products(low, w[blocks.heavy_level], blocks.heavy_rows)
-    return jnp.tril(low, -1) + low.T, _fill_zx(w, blocks)  # low's strict lower triangle mirrored
+    return symmetric_from_lower(low), _fill_zx(w, blocks)
 
 
 def _fill_zx(w, blocks: Blocks):
@@ -189,10 +167,10 @@ def _heavy_gradient(g_w, cot, blocks: Blocks):
     rows, mz = blocks.heavy_rows, blocks.mz
     if not rows.shape[0] or not mz:
         return g_w
-    count, width = _covering_blocks(mz)
+    count, width = covering_blocks(mz, HEAVY_BLOCK)
 
     def add(total, k):
-        start, own = _block_start(k, width, mz)
+        start, own = block_start(k, width, mz)
         columns = jnp.where(own[None, :], jax.lax.dynamic_slice_in_dim(cot, start, width, 1), 0.0)
         right = jax.lax.dynamic_slice_in_dim(rows, start, width, axis=2)
         product = jnp.einsum("lam,mn->lan", rows, columns)
@@ -211,13 +189,13 @@ def _add_heavy_products(low, w_heavy, rows):
     mz = low.shape[0]
     if not rows.shape[0] or not mz:
         return low
-    count, width = _covering_blocks(mz)
+    count, width = covering_blocks(mz, HEAVY_BLOCK)
     pairs = jnp.asarray([(i, j) for i in range(count) for j in range(i + 1)], dtype=jnp.int32)
 
     @jax.checkpoint
     def add(low, pair):
-        a, own_rows = _block_start(pair[0], width, mz)
-        c, own_columns = _block_start(pair[1], width, mz)
+        a, own_rows = block_start(pair[0], width, mz)
+        c, own_columns = block_start(pair[1], width, mz)
         left = jax.lax.dynamic_slice_in_dim(rows, a, width, axis=2)
         right = jax.lax.dynamic_slice_in_dim(rows, c, width, axis=2)
         block = jnp.einsum("lam,lab,lbn->mn", left, w_heavy, right)
@@ -229,24 +207,9 @@ def _add_heavy_products(low, w_heavy, rows):
     return jax.lax.scan(add, low, pairs)[0]
 
 
-def _covering_blocks(mz: int) -> tuple[int, int]:
-    """(count, width): ``count`` blocks of one width, at most HEAVY_BLOCK, that cover mz."""
-    count = -(-mz // HEAVY_BLOCK)
-    return count, -(-mz // count)
-
-
-def _block_start(k, width: int, mz: int):
-    """Where block ``k`` of :func:`_covering_blocks` starts, and which of its rows are its own:
-    the last blocks start early enough to end at mz, their overlap with the ones before them is
-    not theirs."""
-    begin = k * width
-    start = jnp.minimum(begin, mz - width)
-    return start, start + jnp.arange(width) >= begin
-
-
 def scale_rest(v, zz, zx):
     """Lambda_z' zz Lambda_z and Lambda_z' zx (linear in ``zz`` and ``zx``)."""
-    return lambda_transpose_times(times_lambda(zz, v), v), lambda_transpose_times(zx, v)
+    return banded_transpose_times(times_banded(zz, v), v), banded_transpose_times(zx, v)
 
 
 def eliminate_first_term(theta, blocks: Blocks) -> RestBlocks:
@@ -362,8 +325,8 @@ def _full_system(theta, blocks: Blocks, system: DenseSystem):
     only), with K = A Lambda~: Lambda~ = blockdiag(Lambda_z, I)."""
     a, mz = system.a, blocks.mz
     v = jnp.tensordot(theta, system.mask, axes=1)  # the diagonals of Lambda_z
-    k = jnp.concatenate([times_lambda(a[:, :mz], v), a[:, mz:]], axis=1)
-    phi = jnp.concatenate([lambda_transpose_times(k[:mz], v), k[mz:]], axis=0)
+    k = jnp.concatenate([times_banded(a[:, :mz], v), a[:, mz:]], axis=1)
+    phi = jnp.concatenate([banded_transpose_times(k[:mz], v), k[mz:]], axis=0)
     return phi + system.identity_z, k
 
 
@@ -451,28 +414,39 @@ def _after(m, before):
     return jax.tree.map(lambda leaf: leaf + zero, m)
 
 
-def _shifted_product(g, m, d: int, e: int):
-    """g[a, b] m[a + d, b + e] (zero past the end): what the diagonals d and e of Lambda_z
-    meet in <g, E' m E~>."""
-    mz = m.shape[0]
-    return g * jnp.pad(m, ((0, d), (0, e)))[d : d + mz, e : e + mz]
+def _shifted_rows(g, m, d: int, e: int, weights):
+    """sum_b g[a, b] m[a + d, b + e] weights[b, r] (zero past the end): what the diagonals d and
+    e of Lambda_z meet in <g, E' m E~>, for g = inv + left right' given as (inv, left, right).
+    inv's part by row sums, the low-rank part by a product of m with narrow matrices: neither
+    g nor its product with m is ever formed."""
+    inv, left, right = g
+    mz, k, r = m.shape[0], left.shape[1], weights.shape[1]
+    shifted = jnp.pad(m, ((0, d), (0, e)))[d : d + mz, e : e + mz]
+    dense = jnp.stack([jnp.sum(inv * shifted * weights[:, j], axis=1) for j in range(r)], axis=1)
+    narrow = (right[:, :, None] * weights[:, None, :]).reshape(mz, k * r)
+    narrow = jnp.pad(narrow, ((e, 0), (0, 0)))[:mz]  # row b + e holds row b
+    product = jnp.pad(m @ narrow, ((0, d), (0, 0)))[d : d + mz]  # row a holds row a + d
+    return dense + jnp.einsum("aq,aqr->ar", left, product.reshape(mz, k, r))
 
 
 def _lambda_pullback(g, m, v, mask):
     """<g, E_t' m Lambda_z> for each theta entry t, E_t = d Lambda_z / d theta_t the entries
     ``mask[t]`` of its diagonals ``v``: half the gradient of <g, Lambda_z' m Lambda_z> for
-    symmetric g and m, as masked sums of shifted rows (no product of (mz, mz) matrices)."""
+    symmetric g and m (g as in :func:`_shifted_rows`)."""
     shifts = v.shape[0]
-    rows = [(d, _shifted_product(g, m, d, e) @ v[e]) for d in range(shifts) for e in range(shifts)]
-    return sum(mask[:, d] @ row for d, row in rows)
+    return sum(
+        mask[:, d] @ _shifted_rows(g, m, d, e, v[e][:, None])[:, 0]
+        for d in range(shifts)
+        for e in range(shifts)
+    )
 
 
 def _lambda_second(g, m, mask):
-    """<g, E_j' m E_k> for each pair of theta entries (see :func:`_lambda_pullback`): half the
-    Hessian of <g, Lambda_z' m Lambda_z>, one masked product per pair of diagonals."""
+    """<g, E_j' m E_k> for each pair of the theta entries of ``mask`` (see
+    :func:`_lambda_pullback`): half the Hessian of <g, Lambda_z' m Lambda_z> there."""
     shifts = mask.shape[1]
     return sum(
-        mask[:, d] @ _shifted_product(g, m, d, e) @ mask[:, e].T
+        mask[:, d] @ _shifted_rows(g, m, d, e, mask[:, e].T)
         for d in range(shifts)
         for e in range(shifts)
     )
@@ -487,17 +461,18 @@ def _columns_pullback(g, m, mask):
 
 def _logdet_traces(head, inv, coefficients, last):
     """T[j, k] = tr(U_j zz^-1 U_k zz^-1) over the tangents U_j = d zz / d phi_j, from
-    ``head`` (each U_j zz^-1, all but the last) without forming the last: zz - I is homogeneous
-    of degree 2 in the later terms' theta (Lambda_z is linear in them), so sum_j theta_j U_j =
-    2 (zz - I) over those, and U_last zz^-1 = (B - sum_j c_j U_j zz^-1) / theta_last with
-    B = 2 (I - zz^-1), ``coefficients`` c the head's theta (0 for term 1's) and ``last`` the
-    largest later theta (no cancellation beyond the others'; all zero: U_last = 0)."""
+    ``head`` (each U_j zz^-1, all but the last) without forming the last: zz - I is
+    homogeneous of degree 2 in the later terms' theta (Lambda_z is linear in them), so
+    sum_j theta_j U_j = 2 (zz - I) over those, and U_last zz^-1 = (B - sum_j c_j U_j zz^-1) /
+    theta_last with B = 2 (I - zz^-1), ``coefficients`` c the head's theta (0 for term 1's) and
+    ``last`` the largest later theta (no cancellation beyond the others'; all zero:
+    U_last = 0)."""
     n = len(head)
     eye = jnp.eye(inv.shape[0], dtype=inv.dtype)
     t = jnp.array(
         [[_trace_of_product(head[max(j, k)], head[min(j, k)]) for k in range(n)] for j in range(n)]
     ).reshape(n, n)
-    t_b = jnp.array([2 * jnp.sum(u * (eye - inv)) for u in head]).reshape(n)  # tr(U_j zz^-1 B)
+    t_b = jnp.array([2 * (jnp.trace(u) - jnp.sum(u * inv)) for u in head])  # tr(U_j zz^-1 B)
     t_bb = 4 * jnp.sum(jnp.square(eye - inv))
     scale = jnp.where(last != 0, 1 / jnp.where(last != 0, last, 1.0), 0.0)
     cross = (t_b - t @ coefficients) * scale
@@ -506,13 +481,13 @@ def _logdet_traces(head, inv, coefficients, last):
 
 
 def _trace_of_product(a, b):
-    """tr(a b) = sum_ij a_ij b_ji, a block of a's rows (:func:`_covering_blocks`) against the
+    """tr(a b) = sum_ij a_ij b_ji, a block of a's rows (:func:`linalg.covering_blocks`) against the
     same block of b's columns at a time: no transposed copy of b."""
     mz = a.shape[0]
-    count, width = _covering_blocks(mz)
+    count, width = covering_blocks(mz, HEAVY_BLOCK)
 
     def block(k):
-        start, own = _block_start(k, width, mz)
+        start, own = block_start(k, width, mz)
         rows = jax.lax.dynamic_slice_in_dim(a, start, width, axis=0)
         columns = jax.lax.dynamic_slice_in_dim(b, start, width, axis=1)
         return jnp.sum(jnp.where(own[:, None], rows * columns.T, 0.0))
@@ -562,8 +537,7 @@ def chain_rule_derivatives(theta, blocks: Blocks, reml=True, hessian=True):
     fill_zz, fill_zx = fill_in(w, blocks)
     zz_u, zx_u = blocks.azz - fill_zz, blocks.azx - fill_zx
     zz, zx = rest(theta, zz_u, zx_u)
-    zz = zz + jnp.eye(mz)
-    inv, logdet_z = spd_inverse_and_logdet(zz)
+    inv, logdet_z = spd_inverse_and_logdet(zz + jnp.eye(mz))
     x = inv @ zx
     schur = xx - zx.T @ x
 
@@ -572,24 +546,30 @@ def chain_rule_derivatives(theta, blocks: Blocks, reml=True, hessian=True):
 
     value, psi = jax.value_and_grad(outer)(schur)
     psi = (psi + psi.T) / 2  # S and its derivatives are symmetric
-    g_zz, g_zx = inv + x @ psi @ x.T, -2 * x @ psi  # the criterion's gradient in zz and zx
+    x_psi = x @ psi
+    g_zx = -2 * x_psi  # the criterion's gradient in zx
 
-    def weighted_rest(theta, zz, zx):
-        zz, zx = rest(theta, zz, zx)
-        return jnp.sum(g_zz * zz) + jnp.sum(g_zx * zx)
+    g_zz = (inv, x_psi, x)  # ... and in zz, zz^-1 + x psi x', never formed (see _shifted_rows)
 
-    def grad_rest(zz, zx):  # the gradient of weighted_rest in theta, for symmetric zz
+    def grad_rest(zz, zx):  # the gradient of <g, Lambda_z' zz Lambda_z + Lambda_z' zx> in theta
         return 2 * _lambda_pullback(g_zz, zz, v, mask) + _columns_pullback(g_zx, zx, mask)
 
     # (mz, mz) arrays are formed one phase after another, each phase's let go before the next
     # (see _after): products with zz_u (the gradient in the later terms' theta and its
-    # Hessian there), then the fill-in's gradient g_w (weighted_rest is linear in zz and zx:
+    # Hessian there), then the fill-in's gradient g_w (the criterion is linear in zz and zx:
     # its gradient there, Lambda_z g Lambda_z' and Lambda_z g_zx, is pulled back to w), then
     # the fill-in's tangents
     grad_r = grad_rest(zz_u, zx_u)[m1:]
-    hess_rr = 2 * _lambda_second(g_zz, zz_u, mask)[m1:, m1:] if hessian else None
-    cot = jax.grad(weighted_rest, argnums=(1, 2))(theta, zz_u, zx_u)
-    g_w = fill_in_gradient(*_after(cot, (grad_r, hess_rr)), w, blocks)
+    hess_rr = 2 * _lambda_second(g_zz, zz_u, mask[m1:]) if hessian else None
+    g_late = _after(inv, (grad_r, hess_rr)) + sum(  # g_zz, fused into its one use
+        x_psi[:, q, None] * x[None, :, q] for q in range(x.shape[1])
+    )
+
+    def weighted_rest(zz, zx):
+        zz, zx = rest(theta, zz, zx)
+        return jnp.sum(g_late * zz) + jnp.sum(g_zx * zx)
+
+    g_w = fill_in_gradient(*jax.grad(weighted_rest, argnums=(0, 1))(zz_u, zx_u), w, blocks)
 
     def weighted_levels(tau):  # zz and zx depend on w through minus the fill-in
         logdet, w, xx = levels(tau)
@@ -603,30 +583,36 @@ def chain_rule_derivatives(theta, blocks: Blocks, reml=True, hessian=True):
     # the first derivatives of E along tau (through w: the fill-in's tangents)
     _, linear_levels = jax.linearize(levels, tau)
     d_logdet_1, dw, dxx_1 = jax.vmap(linear_levels)(jnp.eye(m1))
-    d_fill_zz, d_fill_zx = jax.vmap(lambda d: fill_in(d, blocks))(_after(dw, (grad, hess_rr)))
+    dw = _after(dw, (grad, hess_rr))
+    d_fill_zz, d_fill_zx = zip(*(fill_in(dw[i], blocks) for i in range(m1)), strict=True)
     hess_11 = jax.hessian(weighted_levels)(tau)
     hess_1r = jnp.stack([-grad_rest(d_fill_zz[i], d_fill_zx[i])[m1:] for i in range(m1)])
     hess_e = jnp.block([[hess_11, hess_1r], [hess_1r.T, hess_rr]])
-    inv, zz_u, d_fill_zz = (_after(m, hess_e) for m in (inv, zz_u, d_fill_zz))
+    zz_u = _after(zz_u, hess_e)
 
-    # zz's tangents U_j, formed one at a time for their products with x and zz^-1, but the
-    # later terms' one with the largest theta (see _logdet_traces): in the order ``phi_order``,
-    # term 1's first, the later terms' by their |theta|
+    # zz's tangents U_j, each made U_j zz^-1 where it lies (term 1's, -Lambda_z' d_fill
+    # Lambda_z, after hess_e has read d_fill), but the later terms' one with the largest theta
+    # (see _logdet_traces): in the order ``phi_order``, term 1's first, the later terms' by
+    # their |theta|
     _, linear_rest = jax.linearize(lambda th: rest(th, zz_u, zx_u), theta)
-    dzx_1 = jax.vmap(lambda a, b: rest(theta, -a, -b)[1])(d_fill_zz, d_fill_zx)
+    dzx_1 = jnp.stack([rest(theta, -d_fill_zz[i], -d_fill_zx[i])[1] for i in range(m1)])
     dzx = jnp.concatenate([dzx_1, jax.vmap(lambda e: linear_rest(e)[1])(later)])
     dxx = jnp.concatenate([dxx_1, jnp.zeros((n_theta - m1,) + xx.shape)])
     phi_order = jnp.concatenate([jnp.arange(m1), m1 + jnp.argsort(jnp.abs(theta[m1:]))])
-    head = [rest(theta, -d_fill_zz[i], -d_fill_zx[i])[0] for i in range(m1)]
-    head += [linear_rest(one_hot[phi_order[k]])[0] for k in range(m1, n_theta - 1)]
+    head_inv = [congruence_product(d_fill_zz[i], _after(v, hess_e), inv, -1.0) for i in range(m1)]
+    identity = jnp.ones((1, mz), theta.dtype)  # the later terms' U_j are formed whole
+    head_inv += [
+        congruence_product(linear_rest(one_hot[phi_order[k]])[0], identity, inv)
+        for k in range(m1, n_theta - 1)
+    ]
     coefficients = jnp.where(phi_order[:-1] >= m1, theta[phi_order[:-1]], 0.0)
     last = theta[phi_order[-1]]
-    head_x = jnp.stack([u @ x for u in head])
+    head_x = jnp.stack([u @ zx for u in head_inv])  # each U_j x
     last_x = 2 * (zx - x) - jnp.einsum("j,jaq->aq", coefficients, head_x)  # (zz - I) x = zx - x
     last_x = last_x * jnp.where(last != 0, 1 / jnp.where(last != 0, last, 1.0), 0.0)
     back = jnp.argsort(phi_order)  # from phi_order to phi's own order
     dzz_x = jnp.concatenate([head_x, last_x[None]])[back]
-    traces = _logdet_traces([u @ inv for u in head], inv, coefficients, last)
+    traces = _logdet_traces(head_inv, inv, coefficients, last)
     hess_logdet = -traces[back][:, back]
 
     # second derivatives of the criterion in E, along the tangents

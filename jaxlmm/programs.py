@@ -58,8 +58,9 @@ COMPILER_OPTIONS = {
 }
 LARGE_LEAF = 2**20
 LARGE_OPTIONS = {
-    "xla_disable_hlo_passes": COMPILER_OPTIONS["xla_disable_hlo_passes"],
+    "xla_disable_hlo_passes": "while-loop-invariant-code-motion,tree_reduction_rewriter",
     "xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED",
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
 }
 
 

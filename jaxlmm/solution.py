@@ -1,6 +1,6 @@
 """Estimates at a given theta: fixed effects, conditional modes and their variances.
 
-All by back-substitution through the blocked factor of :mod:`jaxlmm.deviance`; pure JAX.
+All by back-substitution through the blocked system of :mod:`jaxlmm.deviance`; pure JAX.
 """
 
 from __future__ import annotations
@@ -11,8 +11,15 @@ import jax
 import jax.numpy as jnp
 
 from .crossprod import Blocks
-from .deviance import factorize, lambda_times, times_lambda
-from .linalg import batched_lower_solve, batched_upper_solve
+from .deviance import eliminate_first_term, factorize
+from .linalg import (
+    banded_times,
+    batched_lower_solve,
+    batched_upper_solve,
+    cholesky,
+    spd_solve,
+    times_banded,
+)
 
 
 class Solution(NamedTuple):
@@ -26,27 +33,30 @@ class Solution(NamedTuple):
 
 
 def solve(theta, blocks: Blocks) -> Solution:
-    """beta, b and (R_X'R_X)^{-1} at theta."""
-    f = factorize(theta, blocks)
-    mz, p = blocks.mz, blocks.p
-    low = f.rest[:-1, :-1]
-    sol = jax.scipy.linalg.solve_triangular(low, f.rest[-1, :-1], lower=True, trans="T")
-    u_rest, beta = sol[:mz], sol[mz:]
-    b_rest = lambda_times(u_rest[:, None], f.v)[:, 0]
-
-    rx = low[mz:, mz:]
-    rx_inv = jax.scipy.linalg.solve_triangular(rx, jnp.eye(p), lower=True)
+    """beta, b and (R_X'R_X)^{-1} at theta: the later terms' block solved against [X y] where
+    it lies (one matrix held), beta from the factor of the Schur complement of [X y], the
+    random effects from beta."""
+    f = eliminate_first_term(theta, blocks)
+    p = blocks.p
+    x, schur = f.zx, f.xx
+    if blocks.mz:
+        _, x = spd_solve(f.zz, f.zx)  # zz^-1 [zx_X zx_y]
+        schur = f.xx - f.zx.T @ x
+    low = cholesky(schur)  # [[R_X', 0], [c', r]]: R_X beta = c, r^2 the penalised RSS
+    beta = jax.scipy.linalg.solve_triangular(low[:p, :p], low[p, :p], lower=True, trans="T")
+    b_rest = banded_times((x[:, p] - x[:, :p] @ beta)[:, None], f.v)[:, 0]
+    rx_inv = jax.scipy.linalg.solve_triangular(low[:p, :p], jnp.eye(p), lower=True)
     solution = Solution(
         beta=beta,
         b1=jnp.zeros(f.l1.shape[:2], beta.dtype),
         b_rest=b_rest,
-        pwrss=f.rest[-1, -1] ** 2,
+        pwrss=low[p, p] ** 2,
         vcov_unscaled=rx_inv.T @ rx_inv,
     )
     if not len(f.l1):  # every random effect in the dense block
         return solution
     explained = jnp.einsum("iap,p->ia", blocks.ax1[:, :, :p], beta)
-    if mz:
+    if blocks.mz:
         coupling = blocks.entry_values * b_rest[blocks.entry_row][:, None]
         explained += jax.ops.segment_sum(coupling, blocks.entry_level, num_segments=len(f.l1))
     rhs = jnp.einsum("ab,ia->ib", f.t1, blocks.ax1[:, :, p] - explained)
@@ -69,10 +79,10 @@ def conditional_covariances(theta, blocks: Blocks):
     coupling = (
         jnp.zeros((mz, ng1, s1)).at[blocks.entry_row, blocks.entry_level].add(blocks.entry_values)
     )
-    k = times_lambda(coupling.reshape(mz, ng1 * s1).T, f.v)  # A_1z Lambda_z
+    k = times_banded(coupling.reshape(mz, ng1 * s1).T, f.v)  # A_1z Lambda_z
     k = jnp.einsum("ab,iam->ibm", f.t1, k.reshape(ng1, s1, mz))  # T1' A_1z Lambda_z per level
     fill = batched_upper_solve(f.l1, batched_lower_solve(f.l1, k))  # M1^{-1} T1' A_1z Lambda_z
     h = (inv_lzz @ fill.transpose(2, 0, 1).reshape(mz, ng1 * s1)).reshape(mz, ng1, s1)
     term1 = m1_inv + jnp.einsum("mia,mib->iab", h, h)
-    lambda_inv = lambda_times(inv_lzz.T, f.v)  # Lambda_z L_zz^{-T}
+    lambda_inv = banded_times(inv_lzz.T, f.v)  # Lambda_z L_zz^{-T}
     return jnp.einsum("ab,ibc,dc->iad", f.t1, term1, f.t1), lambda_inv @ lambda_inv.T

@@ -169,9 +169,11 @@ def test_optimiser_derivatives_equal_autodiff(seed, theta, reml, weighted):
 def test_chain_rule_derivatives_with_the_host_inverse(monkeypatch, width, data):
     """The chain-rule derivatives with the dense block inverted by LAPACK from the host (the
     path of large blocks on CPU, here forced on a small one) equal plain autodiff, whether the
-    Hessian's traces and the heavy fill-in are formed in blocks or whole, with light levels
-    (their fill-in and its gradient read from the strips) or not."""
+    Hessian's traces, the heavy fill-in, its mirroring and the tangents' products with zz^-1
+    are formed in blocks or whole, with light levels (their fill-in and its gradient read from
+    the strips) or not."""
     monkeypatch.setattr(linalg, "HOST_LAPACK_MIN", 1)
+    monkeypatch.setattr(linalg, "ROW_BLOCK", width)
     monkeypatch.setattr(deviance, "HEAVY_BLOCK", width)
     formula = "y ~ x + (x | g) + (x | h)"
     with jax.enable_x64(True):
