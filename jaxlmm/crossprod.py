@@ -138,7 +138,7 @@ class Blocks:
     entry_row: np.ndarray  # (ne,) int: rest-Z row of each coupling entry
     entry_values: np.ndarray  # (ne, s1)
     strip_first: np.ndarray  # (chunks, width) int: the light levels' strips of entry pairs:
-    strip_start: np.ndarray  # (chunks, width) int: first entry, first of the seconds (_strips)
+    strip_base: np.ndarray  # (ne,) int: first entry, and where its seconds start (_strips)
     heavy_level: np.ndarray  # (nheavy,) int: the heavy levels
     heavy_rows: np.ndarray  # (nheavy, s1, mz): their coupling with the later terms, dense
     nobs: np.ndarray  # () float: number of observations (rows with positive weight)
@@ -180,7 +180,7 @@ class RowStructure:
     entry_level: np.ndarray  # (ne,) int
     entry_row: np.ndarray  # (ne,) int
     strip_first: np.ndarray  # (chunks, width) int: the light levels' pairs (see _strips)
-    strip_start: np.ndarray  # (chunks, width) int
+    strip_base: np.ndarray  # (ne,) int
     entry_heavy: np.ndarray  # (ne,) int: heavy level of each entry (nheavy: a light level)
     heavy_level: np.ndarray  # (nheavy,) int
     first_index: np.ndarray  # (s1, s1) int
@@ -202,7 +202,7 @@ def _coupling(design: Design, first: bool):
             values.append(term.z[:, b])
         offset += term.n_levels * s
     n = design.nobs
-    slot_rows = np.array(rows, dtype=np.int64).reshape(len(rows), n)
+    slot_rows = np.array(rows, dtype=_index_type(offset)).reshape(len(rows), n)
     slot_values = np.array(values, dtype=np.float64).reshape(len(rows), n)
     if not first:
         empty = np.zeros(0, dtype=np.int64)
@@ -210,7 +210,8 @@ def _coupling(design: Design, first: bool):
     keys = design.terms[0].codes[None, :] * max(offset, 1) + slot_rows
     unique_keys, inverse = np.unique(keys, return_inverse=True)
     entry_level, entry_row = unique_keys // max(offset, 1), unique_keys % max(offset, 1)
-    return slot_rows, slot_values, inverse.reshape(keys.shape), entry_level, entry_row
+    slot_entries = inverse.reshape(keys.shape).astype(_index_type(len(unique_keys)))
+    return slot_rows, slot_values, slot_entries, entry_level, entry_row
 
 
 PAIR_BUDGET = 2**28  # most light pairs (about a byte each, as strips)
@@ -232,27 +233,30 @@ def _heavy_levels(counts: np.ndarray, mz: int, s1: int) -> np.ndarray:
 
 def _strips(level, row, counts, light, nstrips: int) -> tuple[np.ndarray, np.ndarray]:
     """The pairs of ``light`` entries that share a term-1 level, second row at most the first's,
-    as strips: (first entry, start) stands for the pairs (first, start + k) for k < STRIP and
-    start + k <= first. Entries come sorted by (level, row), so an entry pairs with the entries
-    of its level from the first up to itself: ceil(position / STRIP) strips. Ordered by the
-    first entry's row (that keeps the fill-in's scatter-add local in memory), padded to
-    ``nstrips`` with strips of the last (padded, all-zero) entry, and shaped (chunks, width)
-    for the fill-in's loop (:func:`strip_shape`). ``level``, ``row`` and ``light`` are padded,
-    ``counts`` the real entries per level. A pair costs about one byte here, not the 24 of a
-    stored pair with its product."""
+    as strips: strip i with first entry e stands for the pairs (e, start + k) for k < STRIP and
+    start + k <= e, where start = base[e] + STRIP i. Entries come sorted by (level, row), so an
+    entry pairs with the entries of its level from the first up to itself: ceil(position /
+    STRIP) consecutive strips. Ordered by the first entry's row (that keeps the fill-in's
+    scatter-add local in memory), padded to ``nstrips`` with strips of the last (padded,
+    all-zero) entry, and shaped (chunks, width) for the fill-in's loop (:func:`strip_shape`):
+    (first, base). ``level``, ``row`` and ``light`` are padded, ``counts`` the real entries per
+    level. A pair costs about half a byte here, not the 24 of a stored pair with its product."""
     entries = np.flatnonzero(light)
     entries = entries[np.argsort(row[entries], kind="stable")]
     level_start, per_entry = _strips_per_entry(entries, level, counts)
     ends = np.cumsum(per_entry)
     total = int(ends[-1]) if len(ends) else 0
-    index_type = np.int32 if len(level) + STRIP < 2**31 else np.int64
-    first = np.full(nstrips, len(level) - 1, dtype=index_type)
-    start = np.full(nstrips, len(level) - 1, dtype=index_type)
-    first[:total] = np.repeat(entries, per_entry)
-    within = np.arange(total, dtype=index_type) - np.repeat(ends - per_entry, per_entry)
-    start[:total] = np.repeat(level_start, per_entry) + STRIP * within
-    shape = strip_shape(nstrips)
-    return _in_place(first.reshape(shape)), _in_place(start.reshape(shape))
+    first = _aligned_empty(strip_shape(nstrips), _index_type(len(level))).reshape(-1)
+    first[:total] = np.repeat(entries.astype(first.dtype), per_entry)
+    first[total:] = len(level) - 1
+    base = np.zeros(len(level), _index_type(len(level) + STRIP * nstrips))
+    base[entries] = level_start - STRIP * (ends - per_entry)  # minus STRIP x its first strip
+    return first.reshape(strip_shape(nstrips)), _in_place(base)
+
+
+def _index_type(bound: int):
+    """The integer type of indices below ``bound``."""
+    return np.int32 if bound < 2**31 else np.int64
 
 
 def strip_shape(nstrips: int) -> tuple[int, int]:
@@ -319,19 +323,19 @@ def row_structure(design: Design, shared: bool = True) -> RowStructure:
     light = _padded(light, sizes.ne, False)
     entry_level = _in_place(_padded(entry_level, sizes.ne, 0, np.int32))  # blocks reuse them
     entry_row = _in_place(_padded(entry_row, sizes.ne, 0, np.int32))
-    strip_first, strip_start = _strips(entry_level, entry_row, counts, light, sizes.nstrips)
+    strip_first, strip_base = _strips(entry_level, entry_row, counts, light, sizes.nstrips)
     first_index, rest_index = _lambda_indices(design, sizes, first)
     n = design.nobs
     return RowStructure(
         codes1=t1.codes if first else np.zeros(n, dtype=np.int64),
-        z1=np.pad(t1.z, ((0, 0), (0, sizes.s1 - t1.n_columns))) if first else np.zeros((n, 1)),
+        z1=_padded_columns(t1.z, sizes.s1) if first else np.zeros((n, 1)),
         slot_rows=slot_rows,
         slot_values=slot_values,
         slot_entries=slot_entries,
         entry_level=entry_level,
         entry_row=entry_row,
         strip_first=strip_first,
-        strip_start=strip_start,
+        strip_base=strip_base,
         entry_heavy=entry_heavy,
         heavy_level=_padded(heavy, sizes.nheavy, 0, np.int32),
         first_index=first_index,
@@ -341,6 +345,11 @@ def row_structure(design: Design, shared: bool = True) -> RowStructure:
         mz=sizes.mz,
         p=sizes.p,
     )
+
+
+def _padded_columns(z: np.ndarray, width: int) -> np.ndarray:
+    """``z`` with zero columns up to ``width`` (itself where it has them all: no copy)."""
+    return z if z.shape[1] == width else np.pad(z, ((0, 0), (0, width - z.shape[1])))
 
 
 def _padded(a: np.ndarray, length: int, value, dtype=None) -> np.ndarray:
@@ -423,7 +432,7 @@ def blocks_from_rows(rs: RowStructure, y, x, weights) -> Blocks:
         entry_row=rs.entry_row,
         entry_values=entry_values,
         strip_first=rs.strip_first,
-        strip_start=rs.strip_start,
+        strip_base=rs.strip_base,
         heavy_level=rs.heavy_level,
         heavy_rows=heavy_rows,
         nobs=xp.sum(positive).astype(y.dtype),

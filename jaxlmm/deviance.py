@@ -111,14 +111,23 @@ def fill_in_gradient(cot_zz, cot_zx, w, blocks: Blocks):
 
 
 def _strip_pairs(strips, blocks: Blocks):
-    """A chunk of strips as pairs of entries: first (k,), second (k, STRIP), which of them are
-    pairs, and their rows in the (mz, mz) block, (k, 1) and (k, STRIP)."""
-    first, start = strips
+    """A chunk of strips, (first entries, chunk number), as pairs of entries: first (k,),
+    second (k, STRIP), which of them are pairs, and their rows in the (mz, mz) block, (k, 1)
+    and (k, STRIP) (see ``crossprod._strips``)."""
+    first, chunk = strips
+    width = first.shape[0]
+    index = (chunk * width + jnp.arange(width)).astype(blocks.strip_base.dtype)
+    start = blocks.strip_base[first] + STRIP * index
     second = start[:, None] + jnp.arange(STRIP, dtype=start.dtype)
     keep = second <= first[:, None]
     second = jnp.minimum(second, blocks.entry_level.shape[0] - 1)
     rows = blocks.entry_row
     return first, second, keep, rows[first][:, None], rows[second]
+
+
+def _strip_chunks(blocks: Blocks):
+    """The strips' first entries and chunk numbers, what the fill-in's loops run over."""
+    return blocks.strip_first, jnp.arange(blocks.strip_first.shape[0])
 
 
 def _add_light_products(low, w, blocks: Blocks):
@@ -141,8 +150,7 @@ def _add_light_products(low, w, blocks: Blocks):
         products = jnp.einsum("kb,ksb->ks", weighted, values[second])
         return low.at[target].add(products, mode="drop"), None
 
-    strips = (blocks.strip_first, blocks.strip_start)
-    return jax.lax.scan(add, low.reshape(-1), strips)[0].reshape(low.shape)
+    return jax.lax.scan(add, low.reshape(-1), _strip_chunks(blocks))[0].reshape(low.shape)
 
 
 def _light_gradient(g_w, cot, blocks: Blocks):
@@ -158,7 +166,7 @@ def _light_gradient(g_w, cot, blocks: Blocks):
         outer = jnp.einsum("ks,ka,ksb->kab", c, values[first], values[second])
         return g_w.at[blocks.entry_level[first]].add(outer), None
 
-    return jax.lax.scan(add, g_w, (blocks.strip_first, blocks.strip_start))[0]
+    return jax.lax.scan(add, g_w, _strip_chunks(blocks))[0]
 
 
 def _heavy_gradient(g_w, cot, blocks: Blocks):
