@@ -469,12 +469,11 @@ def _columns_pullback(g, m, mask):
 
 def _logdet_traces(head, inv, coefficients, last):
     """T[j, k] = tr(U_j zz^-1 U_k zz^-1) over the tangents U_j = d zz / d phi_j, from
-    ``head`` (each U_j zz^-1, all but the last) without forming the last: zz - I is
-    homogeneous of degree 2 in the later terms' theta (Lambda_z is linear in them), so
-    sum_j theta_j U_j = 2 (zz - I) over those, and U_last zz^-1 = (B - sum_j c_j U_j zz^-1) /
-    theta_last with B = 2 (I - zz^-1), ``coefficients`` c the head's theta (0 for term 1's) and
-    ``last`` the largest later theta (no cancellation beyond the others'; all zero:
-    U_last = 0)."""
+    ``head`` (each U_j zz^-1, all but the last) without forming the last: zz - I is homogeneous
+    of degree 2 in the later terms' theta (Lambda_z is linear in them), so sum_j theta_j U_j =
+    2 (zz - I) over those, and U_last zz^-1 = (B - sum_j c_j U_j zz^-1) / theta_last with
+    B = 2 (I - zz^-1), ``coefficients`` c the head's theta (0 for term 1's) and ``last`` the
+    largest later theta (no cancellation beyond the others'; all zero: U_last = 0)."""
     n = len(head)
     eye = jnp.eye(inv.shape[0], dtype=inv.dtype)
     t = jnp.array(
