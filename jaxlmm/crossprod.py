@@ -214,7 +214,7 @@ def _coupling(design: Design, first: bool):
     return slot_rows, slot_values, slot_entries, entry_level, entry_row
 
 
-PAIR_BUDGET = 2**28  # most light pairs (about a byte each, as strips)
+PAIR_BUDGET = 2**28  # most light pairs (half a byte each, as strips)
 PAIR_COST_RATIO = 0.09  # a level is cheaper as a dense row from about this many entries per mz
 
 
