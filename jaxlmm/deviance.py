@@ -171,7 +171,7 @@ def _light_gradient(g_w, cot, blocks: Blocks):
 
 def _heavy_gradient(g_w, cot, blocks: Blocks):
     """``g_w`` plus the heavy levels' part of :func:`fill_in_gradient`, rows cot rows' per
-    level, a block of cot's columns at a time (blocks as in :func:`_block_start`)."""
+    level, a block of cot's columns at a time (blocks as in :func:`linalg.block_start`)."""
     rows, mz = blocks.heavy_rows, blocks.mz
     if not rows.shape[0] or not mz:
         return g_w
@@ -193,7 +193,7 @@ def _add_heavy_products(low, w_heavy, rows):
     """``low`` plus the lower blocks (at most HEAVY_BLOCK wide) of the symmetric sum_l rows_l'
     w_l rows_l: the heavy levels' fill-in, formed block pair by block pair in a loop
     (rematerialised in autodiff), so that autodiff holds one block's weighted rows and cotangent
-    at a time, not the rows' size many times over (blocks as in :func:`_block_start`)."""
+    at a time, not the rows' size many times over (blocks as in :func:`linalg.block_start`)."""
     mz = low.shape[0]
     if not rows.shape[0] or not mz:
         return low
